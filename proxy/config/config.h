@@ -1,0 +1,141 @@
+// Immutable configuration model of sepal and its YAML loader (schema in DESIGN.md).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace sepal::config {
+
+using Duration = std::chrono::milliseconds;
+
+// An address a listener binds or an upstream dials.
+struct SocketAddress {
+  enum class Kind { kTcp, kUnix };
+  Kind kind = Kind::kTcp;
+  std::string host;    // kTcp: numeric IPv4/IPv6 or a host name (resolved at load time)
+  uint16_t port = 0;   // kTcp
+  std::string path;    // kUnix: filesystem path ("unix:" prefix stripped)
+  std::string text;    // as written in the file, for logs and /config
+};
+
+struct AdminConfig {
+  std::optional<SocketAddress> address;  // absent = no admin server
+};
+
+// One static identity entry: peers whose address falls into `match` get this identity.
+struct StaticIdentity {
+  std::string match;  // CIDR as written, e.g. "127.0.0.0/8" or "fd7a:115c:a1e0::/48"
+  std::string node;
+  std::string user;
+  std::vector<std::string> tags;
+  // Capability name -> JSON array text of its values, e.g.
+  // {"example.com/cap/flower": "[{\"methods\":[\"/flwr.proto.Fleet/*\"]}]"}.
+  std::map<std::string, std::string> capabilities;
+};
+
+struct TailscaleIdentityConfig {
+  std::string socket = "/var/run/tailscale/tailscaled.sock";
+  Duration cache_ttl = std::chrono::seconds(60);
+  Duration lookup_timeout = std::chrono::seconds(2);
+};
+
+struct IdentityConfig {
+  enum class Provider { kNone, kTailscale, kStatic };
+  Provider provider = Provider::kNone;  // no `identity` section = kNone
+  TailscaleIdentityConfig tailscale;
+  std::vector<StaticIdentity> static_identities;
+};
+
+struct ListenerTlsConfig {
+  std::string certificate;  // PEM file paths
+  std::string private_key;
+  std::string client_ca;    // empty = no client certificates requested
+};
+
+struct AllowRules {
+  std::vector<std::string> tags;
+  std::vector<std::string> users;
+  std::vector<std::string> nodes;
+  std::string capability;  // empty = no capability rule
+};
+
+struct RouteConfig {
+  // "/pkg.Service/" (trailing slash: whole service) or "/pkg.Service/Method" (exact).
+  std::string match;
+  std::string upstream;               // name of an UpstreamConfig
+  std::optional<AllowRules> allow;    // absent = every identified peer
+};
+
+enum class ProxyProtocol { kNone, kV1, kV2, kAny };
+
+// HTTP/2 limits with safe defaults; all settable per listener under `limits:`.
+struct Http2Limits {
+  uint32_t max_concurrent_streams = 256;
+  uint32_t max_header_list_bytes = 16 * 1024;
+  uint32_t stream_window_bytes = 1024 * 1024;          // per-stream receive window
+  uint32_t connection_window_bytes = 16 * 1024 * 1024;  // per-connection receive window
+  // Rapid-reset protection: token bucket of RST_STREAMs a peer may send.
+  uint64_t stream_reset_burst = 1000;
+  uint64_t stream_reset_rate = 33;  // per second
+  size_t max_continuations = 8;     // CONTINUATION frames per header block
+};
+
+struct ListenerConfig {
+  std::string name;
+  SocketAddress address;
+  ProxyProtocol proxy_protocol = ProxyProtocol::kNone;
+  std::optional<ListenerTlsConfig> tls;
+  std::vector<RouteConfig> routes;
+  Http2Limits limits;
+};
+
+struct UpstreamTlsConfig {
+  std::string ca;
+  std::string server_name;
+};
+
+struct UpstreamConfig {
+  std::string name;
+  SocketAddress address;
+  std::optional<UpstreamTlsConfig> tls;
+  Duration connect_timeout = std::chrono::seconds(5);
+};
+
+struct Config {
+  std::string source_path;  // the file this was loaded from
+  AdminConfig admin;
+  unsigned workers = 0;  // 0 = one per core (resolved by the server, not the loader)
+  Duration drain_timeout = std::chrono::seconds(30);
+  IdentityConfig identity;
+  std::vector<ListenerConfig> listeners;
+  std::vector<UpstreamConfig> upstreams;
+
+  const UpstreamConfig* FindUpstream(const std::string& name) const;
+};
+
+using ConfigSnapshot = std::shared_ptr<const Config>;
+
+// Parses and validates YAML text. `source_name` is used in error messages, which have
+// the form "<source_name>:<line>: <key.path>: <what is wrong>".
+absl::StatusOr<Config> ParseConfig(const std::string& yaml_text, const std::string& source_name);
+
+// Reads and parses a file; unreadable files are errors naming the path.
+absl::StatusOr<Config> LoadConfigFile(const std::string& path);
+
+// Human-readable summary printed by `sepal --check`.
+std::string Summarize(const Config& config);
+
+// Parses "30s", "500ms", "2m", "1h", "250us" (positive). Exposed for tests.
+absl::StatusOr<Duration> ParseDuration(const std::string& text);
+
+// Parses "host:port", "[v6]:port" or "unix:/path". Exposed for tests.
+absl::StatusOr<SocketAddress> ParseSocketAddress(const std::string& text);
+
+}  // namespace sepal::config
