@@ -1,0 +1,131 @@
+// ChunkPool and ChunkBuffer implementation.
+#include "proxy/buffer/chunk_buffer.h"
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+
+namespace sepal {
+
+ChunkPool::~ChunkPool() {
+  while (free_ != nullptr) {
+    Chunk* next = free_->next;
+    delete free_;
+    free_ = next;
+  }
+}
+
+Chunk* ChunkPool::Get() {
+  if (free_ == nullptr) return new Chunk;
+  Chunk* chunk = free_;
+  free_ = chunk->next;
+  --free_count_;
+  chunk->next = nullptr;
+  chunk->begin = chunk->end = 0;
+  return chunk;
+}
+
+void ChunkPool::Put(Chunk* chunk) {
+  if (free_count_ >= max_free_) {
+    delete chunk;
+    return;
+  }
+  chunk->next = free_;
+  free_ = chunk;
+  ++free_count_;
+}
+
+void ChunkBuffer::Append(const uint8_t* data, size_t length) {
+  while (length > 0) {
+    if (tail_ == nullptr || tail_->end == Chunk::kCapacity) {
+      Chunk* chunk = pool_->Get();
+      if (tail_ == nullptr) {
+        head_ = tail_ = chunk;
+      } else {
+        tail_->next = chunk;
+        tail_ = chunk;
+      }
+      if (read_chunk_ == nullptr) {
+        read_chunk_ = chunk;
+        read_offset_ = 0;
+      }
+    }
+    size_t n = std::min<size_t>(length, Chunk::kCapacity - tail_->end);
+    std::memcpy(tail_->data + tail_->end, data, n);
+    tail_->end += static_cast<uint32_t>(n);
+    data += n;
+    length -= n;
+    unread_ += n;
+  }
+}
+
+size_t ChunkBuffer::Read(uint8_t* out, size_t max) {
+  size_t copied = 0;
+  while (copied < max && unread_ > 0) {
+    size_t available = read_chunk_->end - read_offset_;
+    if (available == 0) {
+      read_chunk_ = read_chunk_->next;
+      read_offset_ = read_chunk_->begin;
+      continue;
+    }
+    size_t n = std::min(available, max - copied);
+    std::memcpy(out + copied, read_chunk_->data + read_offset_, n);
+    read_offset_ += static_cast<uint32_t>(n);
+    copied += n;
+    unread_ -= n;
+  }
+  if (retain_) {
+    retained_ += copied;
+    if (retained_ > retain_limit_) DisableRetention();
+  } else {
+    FreeReadChunks();
+  }
+  return copied;
+}
+
+void ChunkBuffer::FreeReadChunks() {
+  // Frees chunks wholly before the read cursor; keeps the cursor's chunk unless drained.
+  while (head_ != nullptr && head_ != read_chunk_) {
+    Chunk* next = head_->next;
+    pool_->Put(head_);
+    head_ = next;
+  }
+  if (head_ == nullptr) {
+    tail_ = read_chunk_ = nullptr;
+    return;
+  }
+  head_->begin = read_offset_;
+  if (unread_ == 0 && head_ == tail_ && head_->begin == head_->end) {
+    // Fully drained: recycle so an idle stream holds no memory.
+    pool_->Put(head_);
+    head_ = tail_ = read_chunk_ = nullptr;
+    read_offset_ = 0;
+  }
+}
+
+void ChunkBuffer::DisableRetention() {
+  retain_ = false;
+  retained_ = 0;
+  FreeReadChunks();
+}
+
+void ChunkBuffer::Rewind() {
+  if (!retain_ || head_ == nullptr) return;
+  read_chunk_ = head_;
+  read_offset_ = head_->begin;
+  unread_ += retained_;
+  retained_ = 0;
+}
+
+void ChunkBuffer::Clear() {
+  while (head_ != nullptr) {
+    Chunk* next = head_->next;
+    pool_->Put(head_);
+    head_ = next;
+  }
+  tail_ = read_chunk_ = nullptr;
+  read_offset_ = 0;
+  unread_ = retained_ = 0;
+}
+
+}  // namespace sepal

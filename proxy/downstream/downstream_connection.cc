@@ -1,0 +1,207 @@
+// DownstreamConnection: HTTP/2 server session callbacks → ProxyStream events.
+#include "proxy/downstream/downstream_connection.h"
+
+#include <cstring>
+
+#include "proxy/common/log.h"
+#include "proxy/common/strings.h"
+#include "proxy/http2/session_options.h"
+#include "proxy/listener/listener.h"
+#include "proxy/stream/proxy_stream.h"
+#include "proxy/worker/worker.h"
+
+namespace sepal {
+
+namespace {
+
+constexpr std::string_view kClientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+ProxyStream* StreamOf(nghttp2_session* session, int32_t stream_id) {
+  return static_cast<ProxyStream*>(nghttp2_session_get_stream_user_data(session, stream_id));
+}
+
+bool LooksLikeHttp1(const uint8_t* data, size_t length) {
+  // "GET / HTTP/1.1", "POST ...", "PRI" is HTTP/2's own preface and handled by nghttp2.
+  size_t i = 0;
+  while (i < length && i < 8 && data[i] >= 'A' && data[i] <= 'Z') ++i;
+  return i >= 3 && i < length && data[i] == ' ';
+}
+
+}  // namespace
+
+DownstreamConnection::DownstreamConnection(Worker& worker, Listener& listener, Socket socket,
+                                           std::string peer)
+    : Http2Connection(worker, std::move(socket)),
+      listener_(listener),
+      config_(worker.config()),
+      peer_(std::move(peer)) {}
+
+DownstreamConnection::~DownstreamConnection() = default;
+
+void DownstreamConnection::Start() {
+  nghttp2_session_callbacks* callbacks = nullptr;
+  nghttp2_session_callbacks_new(&callbacks);
+  nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, &OnBeginHeaders);
+  nghttp2_session_callbacks_set_on_header_callback2(callbacks, &OnHeader);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, &OnFrameRecv);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, &OnDataChunk);
+  nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, &OnStreamClose);
+  nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(callbacks, &OnInvalidFrame);
+  const config::Http2Limits& limits = listener_.config().limits;
+  NgOption options = MakeServerOptions(limits);
+  int rv = nghttp2_session_server_new2(&session_, callbacks, this, options.get());
+  nghttp2_session_callbacks_del(callbacks);
+  if (rv == 0) rv = SubmitInitialSettings(session_, limits, /*is_server=*/true);
+  if (rv != 0) {
+    LogError("listener ", listener_.name(), ": cannot start HTTP/2 session: ",
+             nghttp2_strerror(rv));
+    Close("session setup failed");
+    return;
+  }
+  worker_.Register(this);
+  StartIo();
+}
+
+bool DownstreamConnection::OnFirstBytes(const uint8_t* data, size_t length) {
+  size_t n = std::min(length, kClientPreface.size());
+  if (std::memcmp(data, kClientPreface.data(), n) == 0) return true;
+  if (data[0] == 0x16 && length >= 3 && data[1] == 0x03) {
+    LogWarning("listener ", listener_.name(), ": ", peer_,
+               " started a TLS handshake on a cleartext (h2c) port; closing");
+    Close("TLS on cleartext port");
+    return false;
+  }
+  if (LooksLikeHttp1(data, length)) {
+    LogWarning("listener ", listener_.name(), ": ", peer_,
+               " sent an HTTP/1.x request; this port speaks HTTP/2 (gRPC) only");
+    static constexpr std::string_view kBody =
+        "sepal: this port accepts HTTP/2 (gRPC) only; use a gRPC client or prior-knowledge h2c\n";
+    WriteRawAndClose(StrCat("HTTP/1.1 505 HTTP Version Not Supported\r\n"
+                                  "Content-Type: text/plain\r\nConnection: close\r\n"
+                                  "Content-Length: ",
+                                  kBody.size(), "\r\n\r\n", kBody),
+                     "HTTP/1.x request on HTTP/2 port");
+    return false;
+  }
+  LogWarning("listener ", listener_.name(), ": ", peer_,
+             " sent bytes that are not an HTTP/2 connection preface; closing");
+  Close("bad connection preface");
+  return false;
+}
+
+void DownstreamConnection::BeginShutdown(bool final_goaway) {
+  if (closed() || session_ == nullptr) return;
+  if (final_goaway) {
+    nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(session_), NGHTTP2_NO_ERROR,
+                          nullptr, 0);
+  } else {
+    nghttp2_submit_shutdown_notice(session_);
+  }
+  Flush();
+}
+
+void DownstreamConnection::OnClose(std::string_view reason) {
+  LogDebug("listener ", listener_.name(), ": connection from ", peer_, " closed: ", reason,
+           " (", streams_.size(), " streams open)");
+  // Streams reset their upstream halves as they go.
+  for (auto& [id, stream] : streams_) {
+    if (session_ != nullptr) nghttp2_session_set_stream_user_data(session_, id, nullptr);
+  }
+  streams_.clear();
+  worker_.Unregister(this);
+}
+
+void DownstreamConnection::DestroyStream(int32_t stream_id) {
+  auto it = streams_.find(stream_id);
+  if (it == streams_.end()) return;
+  nghttp2_session_set_stream_user_data(session_, stream_id, nullptr);
+  streams_.erase(it);
+}
+
+int DownstreamConnection::OnBeginHeaders(nghttp2_session* session, const nghttp2_frame* frame,
+                                         void* user_data) {
+  auto* self = static_cast<DownstreamConnection*>(user_data);
+  if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  int32_t id = frame->hd.stream_id;
+  auto stream = std::make_unique<ProxyStream>(*self, id);
+  nghttp2_session_set_stream_user_data(session, id, stream.get());
+  self->streams_.emplace(id, std::move(stream));
+  return 0;
+}
+
+int DownstreamConnection::OnHeader(nghttp2_session* session, const nghttp2_frame* frame,
+                                   nghttp2_rcbuf* name, nghttp2_rcbuf* value, uint8_t flags,
+                                   void*) {
+  ProxyStream* stream = StreamOf(session, frame->hd.stream_id);
+  if (stream == nullptr || frame->hd.type != NGHTTP2_HEADERS) return 0;
+  if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+    stream->OnRequestHeader(name, value, flags);
+  } else {
+    stream->OnRequestTrailer(name, value, flags);
+  }
+  return 0;
+}
+
+int DownstreamConnection::OnFrameRecv(nghttp2_session* session, const nghttp2_frame* frame,
+                                      void*) {
+  ProxyStream* stream = nullptr;
+  switch (frame->hd.type) {
+    case NGHTTP2_HEADERS:
+      stream = StreamOf(session, frame->hd.stream_id);
+      if (stream == nullptr) return 0;
+      if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        stream->OnRequestHeadersComplete(frame->hd.flags & NGHTTP2_FLAG_END_STREAM);
+      } else if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+        stream->OnRequestEnd();
+      }
+      break;
+    case NGHTTP2_DATA:
+      if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+        stream = StreamOf(session, frame->hd.stream_id);
+        if (stream != nullptr) stream->OnRequestEnd();
+      }
+      break;
+    default:
+      break;
+  }
+  return 0;
+}
+
+int DownstreamConnection::OnDataChunk(nghttp2_session* session, uint8_t, int32_t stream_id,
+                                      const uint8_t* data, size_t length, void*) {
+  ProxyStream* stream = StreamOf(session, stream_id);
+  if (stream == nullptr) {
+    nghttp2_session_consume(session, stream_id, length);
+    return 0;
+  }
+  stream->OnRequestData(data, length);
+  return 0;
+}
+
+int DownstreamConnection::OnStreamClose(nghttp2_session*, int32_t stream_id, uint32_t error_code,
+                                        void* user_data) {
+  auto* self = static_cast<DownstreamConnection*>(user_data);
+  if (error_code != NGHTTP2_NO_ERROR) {
+    LogDebug("listener ", self->listener_.name(), ": ", self->peer_, " stream ", stream_id,
+             " reset: ", nghttp2_http2_strerror(error_code));
+  }
+  // The upstream half (if still open) is reset with the client's own code, then the
+  // ProxyStream goes away.
+  if (ProxyStream* stream = StreamOf(self->session_, stream_id)) {
+    stream->OnDownstreamClosed(error_code);
+  }
+  self->DestroyStream(stream_id);
+  return 0;
+}
+
+int DownstreamConnection::OnInvalidFrame(nghttp2_session*, const nghttp2_frame* frame,
+                                         int lib_error, void* user_data) {
+  auto* self = static_cast<DownstreamConnection*>(user_data);
+  LogInfo("listener ", self->listener_.name(), ": ", self->peer_, " sent an invalid frame (type ",
+          static_cast<int>(frame->hd.type), ", stream ", frame->hd.stream_id,
+          "): ", nghttp2_strerror(lib_error));
+  return 0;
+}
+
+}  // namespace sepal

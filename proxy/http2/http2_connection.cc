@@ -1,0 +1,124 @@
+// Read/write loops shared by downstream and upstream HTTP/2 connections.
+#include "proxy/http2/http2_connection.h"
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
+
+#include "proxy/common/log.h"
+
+namespace sepal {
+
+namespace asio = boost::asio;
+
+Http2Connection::Http2Connection(Worker& worker, Socket socket)
+    : worker_(worker),
+      socket_(std::move(socket)),
+      read_buffer_(new uint8_t[kReadBufferSize]) {
+  write_buffer_.reserve(kWriteBatch + 16 * 1024 + 64);
+}
+
+Http2Connection::~Http2Connection() {
+  if (session_ != nullptr) nghttp2_session_del(session_);
+}
+
+void Http2Connection::StartIo() {
+  DoRead();
+  Flush();
+}
+
+void Http2Connection::DoRead() {
+  socket_.async_read_some(
+      asio::buffer(read_buffer_.get(), kReadBufferSize),
+      [self = shared_from_this()](boost::system::error_code ec, size_t n) {
+        if (self->closed_) return;
+        if (ec) {
+          self->Close(ec == asio::error::eof ? "peer closed the connection" : ec.message());
+          return;
+        }
+        const uint8_t* data = self->read_buffer_.get();
+        if (!self->seen_first_bytes_) {
+          self->seen_first_bytes_ = true;
+          if (!self->OnFirstBytes(data, n)) return;
+        }
+        ssize_t rv = nghttp2_session_mem_recv(self->session_, data, n);
+        if (rv < 0) {
+          // Let nghttp2 send the GOAWAY it queued for protocol errors, then close.
+          self->CloseAfterWrite(std::string("HTTP/2 error: ") +
+                                nghttp2_strerror(static_cast<int>(rv)));
+          return;
+        }
+        self->AfterReceive();
+        self->Flush();
+        if (!self->closed_ && !self->closing_) self->DoRead();
+      });
+}
+
+void Http2Connection::ScheduleFlush() {
+  if (flush_scheduled_ || closed_) return;
+  flush_scheduled_ = true;
+  asio::post(socket_.get_executor(), [self = shared_from_this()] {
+    self->flush_scheduled_ = false;
+    self->Flush();
+  });
+}
+
+void Http2Connection::Flush() {
+  if (writing_ || session_ == nullptr) return;
+  write_buffer_.clear();
+  while (write_buffer_.size() < kWriteBatch) {
+    const uint8_t* data = nullptr;
+    ssize_t n = nghttp2_session_mem_send(session_, &data);
+    if (n < 0) {
+      if (!closed_) Close(std::string("HTTP/2 send error: ") + nghttp2_strerror(static_cast<int>(n)));
+      return;
+    }
+    if (n == 0) break;
+    write_buffer_.insert(write_buffer_.end(), data, data + n);
+  }
+  if (write_buffer_.empty()) {
+    if (!closed_ && !nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_)) {
+      Close("HTTP/2 session finished");
+    }
+    return;
+  }
+  if (closed_) return;
+  writing_ = true;
+  asio::async_write(socket_, asio::buffer(write_buffer_),
+                    [self = shared_from_this()](boost::system::error_code ec, size_t) {
+                      self->writing_ = false;
+                      if (self->closed_) return;
+                      if (ec) {
+                        self->Close("write failed: " + ec.message());
+                        return;
+                      }
+                      self->Flush();
+                      if (self->closing_ && !self->writing_) self->Close(self->closing_reason_);
+                    });
+}
+
+void Http2Connection::CloseAfterWrite(std::string reason) {
+  if (closed_ || closing_) return;
+  closing_ = true;
+  closing_reason_ = std::move(reason);
+  Flush();
+  if (!writing_) Close(closing_reason_);
+}
+
+void Http2Connection::WriteRawAndClose(std::string bytes, std::string reason) {
+  auto payload = std::make_shared<std::string>(std::move(bytes));
+  writing_ = true;
+  asio::async_write(socket_, asio::buffer(*payload),
+                    [self = shared_from_this(), payload, reason = std::move(reason)](
+                        boost::system::error_code, size_t) { self->Close(reason); });
+}
+
+void Http2Connection::Close(std::string_view reason) {
+  if (closed_) return;
+  closed_ = true;
+  boost::system::error_code ignored;
+  socket_.shutdown(Socket::shutdown_both, ignored);
+  socket_.close(ignored);
+  OnClose(reason);
+}
+
+}  // namespace sepal

@@ -1,0 +1,74 @@
+// Transport half shared by both sides: a byte stream socket driven by one nghttp2 session,
+// with one read loop and one batched write loop on the worker's io_context.
+#pragma once
+
+#include <nghttp2/nghttp2.h>
+
+#include <boost/asio/generic/stream_protocol.hpp>
+#include <boost/asio/io_context.hpp>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sepal {
+
+class Worker;
+
+class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
+ public:
+  using Socket = boost::asio::generic::stream_protocol::socket;
+
+  virtual ~Http2Connection();
+  Http2Connection(const Http2Connection&) = delete;
+  Http2Connection& operator=(const Http2Connection&) = delete;
+
+  // Sends whatever nghttp2 has queued, soon, from a fresh stack frame. Safe to call from
+  // inside the *other* side's nghttp2 callbacks.
+  void ScheduleFlush();
+  nghttp2_session* session() const { return session_; }
+  bool closed() const { return closed_; }
+  Worker& worker() const { return worker_; }
+
+ protected:
+  Http2Connection(Worker& worker, Socket socket);
+
+  // Starts the read loop and sends the initial frames (preface/SETTINGS).
+  void StartIo();
+  void Flush();
+  // Idempotent: closes the socket, then calls OnClose() once. Never call from inside this
+  // connection's own nghttp2 callbacks (return NGHTTP2_ERR_CALLBACK_FAILURE there instead).
+  void Close(std::string_view reason);
+  virtual void OnClose(std::string_view reason) = 0;
+  // Inspects the first bytes received before nghttp2 sees them; false closes the
+  // connection (the override has already answered/logged).
+  virtual bool OnFirstBytes(const uint8_t* /*data*/, size_t /*length*/) { return true; }
+  // Called after each batch of received bytes was processed and before the flush.
+  virtual void AfterReceive() {}
+  // Sends what nghttp2 has queued (e.g. a GOAWAY), then closes; reads stop now.
+  void CloseAfterWrite(std::string reason);
+  // Writes raw bytes (e.g. an HTTP/1.1 error) then closes.
+  void WriteRawAndClose(std::string bytes, std::string reason);
+  // Human-readable description of the peer for logs.
+  virtual std::string Describe() const = 0;
+
+  Worker& worker_;
+  Socket socket_;
+  nghttp2_session* session_ = nullptr;
+
+ private:
+  void DoRead();
+
+  static constexpr size_t kReadBufferSize = 32 * 1024;
+  static constexpr size_t kWriteBatch = 64 * 1024;
+  std::unique_ptr<uint8_t[]> read_buffer_;
+  std::vector<uint8_t> write_buffer_;
+  bool writing_ = false;
+  bool flush_scheduled_ = false;
+  bool closed_ = false;
+  bool seen_first_bytes_ = false;
+  bool closing_ = false;
+  std::string closing_reason_;
+};
+
+}  // namespace sepal

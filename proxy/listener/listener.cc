@@ -1,0 +1,98 @@
+// Listener: accept loop handing each new socket to a DownstreamConnection.
+#include "proxy/listener/listener.h"
+
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include "proxy/common/log.h"
+#include "proxy/common/strings.h"
+#include "proxy/downstream/downstream_connection.h"
+#include "proxy/worker/worker.h"
+
+namespace sepal {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+Listener::Listener(Worker& worker, const config::ListenerConfig& config, const config::Config& root,
+                   tcp::acceptor acceptor)
+    : worker_(worker), config_(config), router_(config, root), acceptor_(std::move(acceptor)) {}
+
+void Listener::Start() { DoAccept(); }
+
+void Listener::Stop() {
+  stopped_ = true;
+  boost::system::error_code ignored;
+  acceptor_.close(ignored);
+}
+
+void Listener::DoAccept() {
+  acceptor_.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
+    if (stopped_) return;
+    if (ec) {
+      // EMFILE and friends: log, back off a little, keep listening.
+      LogWarning("listener ", config_.name, ": accept failed: ", ec.message());
+      auto timer = std::make_shared<asio::steady_timer>(worker_.io(), std::chrono::milliseconds(50));
+      timer->async_wait([this, timer](boost::system::error_code) {
+        if (!stopped_) DoAccept();
+      });
+      return;
+    }
+    boost::system::error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    std::string peer;
+    auto remote = socket.remote_endpoint(ignored);
+    if (!ignored) {
+      peer = remote.address().is_v6() ? StrCat("[", remote.address().to_string(), "]:",
+                                                     remote.port())
+                                      : StrCat(remote.address().to_string(), ":",
+                                                     remote.port());
+    }
+    auto protocol = socket.local_endpoint(ignored).protocol();
+    Http2Connection::Socket generic(worker_.io(),
+                                    asio::generic::stream_protocol(protocol.family(), IPPROTO_TCP),
+                                    socket.release());
+    auto connection = std::make_shared<DownstreamConnection>(worker_, *this, std::move(generic),
+                                                             std::move(peer));
+    connection->Start();
+    DoAccept();
+  });
+}
+
+absl::StatusOr<tcp::acceptor> OpenListeningSocket(asio::io_context& io,
+                                                  const config::SocketAddress& address,
+                                                  uint16_t port_override) {
+  boost::system::error_code ec;
+  asio::ip::address ip = asio::ip::make_address(address.host, ec);
+  if (ec) {
+    tcp::resolver resolver(io);
+    auto results = resolver.resolve(address.host, "0", ec);
+    if (ec || results.empty()) {
+      return absl::InvalidArgumentError(
+          StrCat("cannot resolve listener address ", address.text, ": ", ec.message()));
+    }
+    ip = results.begin()->endpoint().address();
+  }
+  tcp::endpoint endpoint(ip, port_override != 0 ? port_override : address.port);
+  tcp::acceptor acceptor(io);
+  auto fail = [&](std::string_view what) {
+    return absl::UnavailableError(
+        StrCat("cannot ", what, " ", address.text, ": ", ec.message()));
+  };
+  acceptor.open(endpoint.protocol(), ec);
+  if (ec) return fail("open socket for");
+  acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  int one = 1;
+  // Every worker binds the same address; the kernel spreads new connections over them.
+  if (setsockopt(acceptor.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+    ec.assign(errno, boost::system::system_category());
+    return fail("set SO_REUSEPORT on");
+  }
+  acceptor.bind(endpoint, ec);
+  if (ec) return fail("bind");
+  acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return fail("listen on");
+  return acceptor;
+}
+
+}  // namespace sepal

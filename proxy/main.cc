@@ -1,0 +1,124 @@
+// sepal entry point: command line, config loading, signal handling around the Server.
+#include <signal.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <string_view>
+
+#include "proxy/common/log.h"
+#include "proxy/config/config.h"
+#include "proxy/server/server.h"
+#include "proxy/version.h"
+
+namespace {
+
+void PrintUsage(FILE* out) {
+  std::fprintf(out,
+               "usage: sepal --config FILE [--check] [--log-level debug|info|warn|error]\n"
+               "       sepal --version\n"
+               "\n"
+               "  --config FILE   YAML configuration (see README.md)\n"
+               "  --check         validate the configuration, print a summary, exit 0 or 1\n"
+               "  --log-level L   minimum level of log lines on stderr (default info;\n"
+               "                  also SEPAL_LOG_LEVEL)\n"
+               "signals: SIGTERM/SIGINT drain gracefully and exit 0; SIGHUP re-reads the file\n");
+}
+
+int Run(const std::string& config_path) {
+  auto loaded = sepal::config::LoadConfigFile(config_path);
+  if (!loaded.ok()) {
+    std::fprintf(stderr, "sepal: %s\n", std::string(loaded.status().message()).c_str());
+    return 1;
+  }
+  auto snapshot = std::make_shared<const sepal::config::Config>(std::move(*loaded));
+
+  // Workers inherit this mask, so only the main thread's sigwait sees these signals.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  sepal::Server server(snapshot);
+  if (absl::Status status = server.Start(); !status.ok()) {
+    std::fprintf(stderr, "sepal: %s\n", std::string(status.message()).c_str());
+    return 1;
+  }
+  sepal::LogInfo("sepal ", SEPAL_VERSION, " started with ", server.worker_count(), " workers");
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&signals, &sig) != 0) continue;
+    if (sig == SIGHUP) {
+      auto reloaded = sepal::config::LoadConfigFile(config_path);
+      if (!reloaded.ok()) {
+        sepal::LogError("SIGHUP: config rejected, keeping the running one: ",
+                        reloaded.status().message());
+      } else {
+        sepal::LogWarning("SIGHUP: ", config_path,
+                          " is valid, but live reload is not implemented yet; restart to apply");
+      }
+      continue;
+    }
+    sepal::LogInfo(sig == SIGTERM ? "SIGTERM" : "SIGINT", ": draining (up to ",
+                   snapshot->drain_timeout.count(), " ms)");
+    bool clean = server.Drain(snapshot->drain_timeout);
+    server.Stop();
+    sepal::LogInfo("stopped", clean ? "" : " (drain timeout: remaining connections closed)");
+    return 0;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config_path;
+  bool check = false;
+  if (const char* level = std::getenv("SEPAL_LOG_LEVEL")) {
+    sepal::LogLevel parsed;
+    if (sepal::ParseLogLevel(level, &parsed)) sepal::g_min_log_level = parsed;
+  }
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    if (arg == "--config" && i + 1 < argc) {
+      config_path = argv[++i];
+    } else if (arg.starts_with("--config=")) {
+      config_path = std::string(arg.substr(9));
+    } else if (arg == "--check") {
+      check = true;
+    } else if (arg == "--log-level" && i + 1 < argc) {
+      sepal::LogLevel parsed;
+      if (!sepal::ParseLogLevel(argv[++i], &parsed)) {
+        std::fprintf(stderr, "sepal: unknown log level %s\n", argv[i]);
+        return 2;
+      }
+      sepal::g_min_log_level = parsed;
+    } else if (arg == "--version") {
+      std::printf("sepal %s\n", SEPAL_VERSION);
+      return 0;
+    } else if (arg == "--help" || arg == "-h") {
+      PrintUsage(stdout);
+      return 0;
+    } else {
+      std::fprintf(stderr, "sepal: unknown argument %s\n\n", argv[i]);
+      PrintUsage(stderr);
+      return 2;
+    }
+  }
+  if (config_path.empty()) {
+    PrintUsage(stderr);
+    return 2;
+  }
+  if (check) {
+    auto loaded = sepal::config::LoadConfigFile(config_path);
+    if (!loaded.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(loaded.status().message()).c_str());
+      return 1;
+    }
+    std::printf("%s: OK\n%s", config_path.c_str(), sepal::config::Summarize(*loaded).c_str());
+    return 0;
+  }
+  return Run(config_path);
+}

@@ -1,0 +1,393 @@
+// ProxyStream: forwards one call between the downstream and upstream HTTP/2 sessions.
+//
+// Flow control: neither side's receive window is opened by nghttp2 on its own
+// (no_auto_window_update). Bytes received on one side are appended to a ChunkBuffer and
+// acknowledged (nghttp2_session_consume) only when the other side's session has taken them
+// to send. A slow reader therefore closes the writer's window instead of growing memory:
+// per stream at most one receive window of each direction is buffered.
+#include "proxy/stream/proxy_stream.h"
+
+#include <algorithm>
+
+#include "proxy/common/log.h"
+#include "proxy/common/strings.h"
+#include "proxy/downstream/downstream_connection.h"
+#include "proxy/listener/listener.h"
+#include "proxy/router/router.h"
+#include "proxy/upstream/upstream_connection.h"
+#include "proxy/upstream/upstream_pool.h"
+#include "proxy/worker/worker.h"
+
+namespace sepal {
+
+namespace {
+// A request refused by the upstream (GOAWAY race, REFUSED_STREAM) is replayed on another
+// connection if no more than this much body was sent and no response started.
+constexpr size_t kRetryBufferLimit = 64 * 1024;
+constexpr int kMaxAttempts = 3;
+}  // namespace
+
+ProxyStream::ProxyStream(DownstreamConnection& downstream, int32_t stream_id)
+    : downstream_(downstream),
+      downstream_id_(stream_id),
+      request_body_(&downstream.worker().chunk_pool()),
+      response_body_(&downstream.worker().chunk_pool()) {
+  request_body_.EnableRetention(kRetryBufferLimit);
+}
+
+ProxyStream::~ProxyStream() { DetachUpstream(NGHTTP2_CANCEL); }
+
+void ProxyStream::DetachUpstream(uint32_t reset_code) {
+  if (upstream_ != nullptr) {
+    upstream_->Detach(this, upstream_id_, reset_code);
+    upstream_ = nullptr;
+  }
+  if (queued_in_pool_) {
+    // Still waiting for a connection: the pool's connection forgets it.
+    queued_in_pool_ = false;
+  }
+  upstream_id_ = -1;
+}
+
+// ---------------------------------------------------------------- downstream events
+
+void ProxyStream::OnRequestHeader(nghttp2_rcbuf* name, nghttp2_rcbuf* value, uint8_t flags) {
+  if (request_headers_too_large_) return;
+  nghttp2_vec n = nghttp2_rcbuf_get_buf(name);
+  nghttp2_vec v = nghttp2_rcbuf_get_buf(value);
+  // RFC 7541 size accounting, as SETTINGS_MAX_HEADER_LIST_SIZE defines it.
+  request_header_bytes_ += n.len + v.len + 32;
+  if (request_header_bytes_ > downstream_.listener().config().limits.max_header_list_bytes) {
+    request_headers_too_large_ = true;
+    request_headers_.Clear();
+    return;
+  }
+  request_headers_.Add(name, value, flags);
+}
+
+void ProxyStream::OnRequestHeadersComplete(bool end_stream) {
+  if (end_stream) request_ended_ = true;
+  if (request_headers_too_large_) {
+    LocalReply(grpc::StatusCode::kResourceExhausted,
+               "request header list larger than max_header_list_bytes", "header_list_too_large");
+    return;
+  }
+  std::string_view path = request_headers_.Get(":path");
+  route_ = downstream_.listener().router().Match(path);
+  if (route_ == nullptr) {
+    LocalReply(grpc::StatusCode::kUnimplemented,
+               StrCat("sepal: no route for ", path, " on listener ",
+                            downstream_.listener().name()),
+               "no_route");
+    return;
+  }
+  std::string_view timeout = request_headers_.Get("grpc-timeout");
+  if (!timeout.empty()) {
+    if (auto parsed = grpc::ParseGrpcTimeout(timeout)) StartDeadline(*parsed);
+  }
+  Dispatch();
+}
+
+void ProxyStream::OnRequestTrailer(nghttp2_rcbuf* name, nghttp2_rcbuf* value, uint8_t flags) {
+  request_trailers_.Add(name, value, flags);
+}
+
+void ProxyStream::Dispatch() {
+  ++attempts_;
+  queued_in_pool_ = true;
+  downstream_.worker().upstream_pool(route_->upstream_index).Dispatch(this);
+}
+
+void ProxyStream::OnRequestData(const uint8_t* data, size_t length) {
+  if (upstream_ended_ || response_finished_ || route_ == nullptr) {
+    // Nobody will read this body any more: acknowledge it so the connection window stays
+    // open for the client's other streams.
+    nghttp2_session_consume(downstream_.session(), downstream_id_, length);
+    return;
+  }
+  request_body_.Append(data, length);
+  ResumeUpstreamSend();
+}
+
+void ProxyStream::OnRequestEnd() {
+  request_ended_ = true;
+  ResumeUpstreamSend();
+}
+
+void ProxyStream::OnDownstreamClosed(uint32_t error_code) {
+  DetachUpstream(error_code == NGHTTP2_NO_ERROR ? uint32_t{NGHTTP2_CANCEL} : error_code);
+}
+
+void ProxyStream::ResumeUpstreamSend() {
+  if (upstream_ == nullptr || !upstream_send_deferred_) return;
+  upstream_send_deferred_ = false;
+  nghttp2_session_resume_data(upstream_->session(), upstream_id_);
+  upstream_->ScheduleFlush();
+}
+
+void ProxyStream::ConsumeDownstream(size_t n) {
+  if (n == 0) return;
+  nghttp2_session_consume(downstream_.session(), downstream_id_, n);
+  downstream_.ScheduleFlush();
+}
+
+void ProxyStream::DropRequestBody() {
+  // Acknowledge what the client sent but nobody will forward.
+  uint64_t received = request_read_position_ + request_body_.size();
+  if (received > request_consumed_) ConsumeDownstream(received - request_consumed_);
+  request_consumed_ = std::max(request_consumed_, received);
+  request_body_.Clear();
+}
+
+// ---------------------------------------------------------------- upstream events
+
+void ProxyStream::AttachUpstream(UpstreamConnection& upstream) {
+  queued_in_pool_ = false;
+  if (response_finished_) return;
+  bool has_body = !request_ended_ || !request_body_.empty();
+  std::vector<nghttp2_nv> nv = request_headers_.ToNv();
+  int32_t id = upstream.Submit(this, nv, has_body);
+  if (id < 0) {
+    LocalReply(grpc::StatusCode::kUnavailable,
+               StrCat("sepal: upstream rejected request: ", nghttp2_strerror(id)),
+               "upstream_submit_failed");
+    return;
+  }
+  upstream_ = &upstream;
+  upstream_id_ = id;
+  upstream_send_deferred_ = false;
+}
+
+void ProxyStream::OnResponseHeader(nghttp2_rcbuf* name, nghttp2_rcbuf* value, uint8_t flags,
+                                   bool is_trailer) {
+  (is_trailer ? response_trailers_ : response_headers_).Add(name, value, flags);
+}
+
+void ProxyStream::OnResponseHeadersComplete(bool end_stream, bool is_trailer) {
+  if (response_finished_) return;
+  if (!is_trailer) {
+    std::string_view status = response_headers_.Get(":status");
+    if (status.size() == 3 && status[0] == '1') {
+      response_headers_.Clear();  // interim response: nothing to forward for gRPC
+      return;
+    }
+    // The upstream has seen the request: a replay is no longer possible or needed.
+    request_body_.DisableRetention();
+    response_started_ = true;
+    std::vector<nghttp2_nv> nv = response_headers_.ToNv();
+    nghttp2_data_provider provider{};
+    provider.source.ptr = this;
+    provider.read_callback = &ProxyStream::ReadResponseBody;
+    if (end_stream) {
+      upstream_ended_ = true;
+      response_finished_ = true;
+    }
+    int rv = nghttp2_submit_response(downstream_.session(), downstream_id_, nv.data(), nv.size(),
+                                     end_stream ? nullptr : &provider);
+    response_headers_.Clear();
+    if (rv != 0) {
+      LogWarning("stream ", downstream_id_, ": cannot forward response headers: ",
+                 nghttp2_strerror(rv));
+      nghttp2_submit_rst_stream(downstream_.session(), NGHTTP2_FLAG_NONE, downstream_id_,
+                                NGHTTP2_INTERNAL_ERROR);
+    }
+    downstream_.ScheduleFlush();
+    return;
+  }
+  // Trailers: sent once the buffered body is drained (see ReadResponseBody).
+  upstream_ended_ = true;
+  ResumeDownstreamSend();
+}
+
+void ProxyStream::OnResponseData(const uint8_t* data, size_t length) {
+  if (response_finished_ || local_trailers_pending_) {
+    if (upstream_ != nullptr) nghttp2_session_consume(upstream_->session(), upstream_id_, length);
+    return;
+  }
+  response_body_.Append(data, length);
+  ResumeDownstreamSend();
+}
+
+void ProxyStream::OnResponseEnd() {
+  upstream_ended_ = true;
+  ResumeDownstreamSend();
+}
+
+void ProxyStream::ResumeDownstreamSend() {
+  if (!response_started_ || !downstream_send_deferred_) return;
+  downstream_send_deferred_ = false;
+  nghttp2_session_resume_data(downstream_.session(), downstream_id_);
+  downstream_.ScheduleFlush();
+}
+
+void ProxyStream::OnUpstreamStreamClosed(uint32_t error_code) {
+  upstream_ = nullptr;
+  upstream_id_ = -1;
+  if (upstream_ended_ && error_code == NGHTTP2_NO_ERROR) {
+    // Normal end. A request body still in flight has no reader any more.
+    if (!request_ended_ || !request_body_.empty()) DropRequestBody();
+    return;
+  }
+  if (error_code == NGHTTP2_REFUSED_STREAM && !response_started_) {
+    OnUpstreamFailed("upstream refused the stream", /*refused=*/true);
+    return;
+  }
+  DropRequestBody();
+  if (!response_started_) {
+    LocalReply(grpc::StatusCode::kUnavailable,
+               StrCat("sepal: upstream reset the stream (", nghttp2_http2_strerror(error_code),
+                            ")"),
+               "upstream_reset");
+    return;
+  }
+  // Mid-response: pass the reset on with the same code, as the client would have seen it.
+  response_finished_ = true;
+  response_body_.Clear();
+  nghttp2_submit_rst_stream(downstream_.session(), NGHTTP2_FLAG_NONE, downstream_id_,
+                            error_code == NGHTTP2_NO_ERROR ? uint32_t{NGHTTP2_INTERNAL_ERROR} : error_code);
+  downstream_.ScheduleFlush();
+}
+
+void ProxyStream::OnUpstreamFailed(std::string_view why, bool refused) {
+  queued_in_pool_ = false;
+  upstream_ = nullptr;
+  upstream_id_ = -1;
+  if (response_finished_) return;
+  if (refused && !response_started_ && request_body_.retaining() && attempts_ < kMaxAttempts &&
+      !downstream_.worker().draining()) {
+    // Replay the request from the first byte on a fresh attempt.
+    size_t before = request_body_.size();
+    request_body_.Rewind();
+    request_read_position_ -= request_body_.size() - before;
+    upstream_send_deferred_ = false;
+    LogDebug("stream ", downstream_id_, ": ", why, "; retrying (attempt ", attempts_ + 1, ")");
+    Dispatch();
+    return;
+  }
+  DropRequestBody();
+  if (!response_started_) {
+    LocalReply(grpc::StatusCode::kUnavailable, StrCat("sepal: ", why), "upstream_failed");
+    return;
+  }
+  response_finished_ = true;
+  response_body_.Clear();
+  nghttp2_submit_rst_stream(downstream_.session(), NGHTTP2_FLAG_NONE, downstream_id_,
+                            NGHTTP2_INTERNAL_ERROR);
+  downstream_.ScheduleFlush();
+}
+
+// ---------------------------------------------------------------- local replies
+
+void ProxyStream::LocalReply(grpc::StatusCode code, std::string_view message,
+                             std::string_view details) {
+  if (response_finished_) return;
+  LogDebug("stream ", downstream_id_, " from ", downstream_.peer(), ": local reply ",
+           grpc::StatusCodeName(code), " (", details, "): ", message);
+  DetachUpstream(NGHTTP2_CANCEL);
+  DropRequestBody();
+  local_code_ = code;
+  local_message_ = grpc::EncodeGrpcMessage(message);
+  std::string code_text = std::to_string(static_cast<int>(code));
+  if (!response_started_) {
+    response_started_ = true;
+    response_finished_ = true;
+    nghttp2_nv nv[] = {HeaderList::MakeNv(":status", "200"),
+                       HeaderList::MakeNv("content-type", "application/grpc"),
+                       HeaderList::MakeNv("grpc-status", code_text),
+                       HeaderList::MakeNv("grpc-message", local_message_)};
+    nghttp2_submit_response(downstream_.session(), downstream_id_, nv, 4, nullptr);
+  } else {
+    // Response under way: finish it with our trailers once the provider is called again.
+    local_trailers_pending_ = true;
+    upstream_ended_ = true;
+    response_body_.Clear();
+    downstream_send_deferred_ = true;  // force a resume
+    ResumeDownstreamSend();
+  }
+  downstream_.ScheduleFlush();
+}
+
+void ProxyStream::StartDeadline(std::chrono::nanoseconds timeout) {
+  deadline_ = std::make_unique<boost::asio::steady_timer>(downstream_.worker().io(), timeout);
+  deadline_->async_wait([this](boost::system::error_code ec) {
+    if (ec) return;  // cancelled: the stream may be gone, touch nothing
+    LocalReply(grpc::StatusCode::kDeadlineExceeded, "sepal: deadline exceeded (grpc-timeout)",
+               "deadline_exceeded");
+  });
+}
+
+// ---------------------------------------------------------------- data providers
+
+ssize_t ProxyStream::ReadRequestBody(nghttp2_session* session, int32_t stream_id, uint8_t* buf,
+                                     size_t length, uint32_t* data_flags, nghttp2_data_source*,
+                                     void*) {
+  auto* self = static_cast<ProxyStream*>(nghttp2_session_get_stream_user_data(session, stream_id));
+  if (self == nullptr) return NGHTTP2_ERR_DEFERRED;  // detached; a RST_STREAM is queued
+  size_t n = self->request_body_.Read(buf, length);
+  self->request_read_position_ += n;
+  if (self->request_read_position_ > self->request_consumed_) {
+    self->ConsumeDownstream(self->request_read_position_ - self->request_consumed_);
+    self->request_consumed_ = self->request_read_position_;
+  }
+  if (self->request_body_.empty()) {
+    if (self->request_ended_) {
+      *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+      if (!self->request_trailers_.empty()) {
+        std::vector<nghttp2_nv> nv = self->request_trailers_.ToNv();
+        if (nghttp2_submit_trailer(session, stream_id, nv.data(), nv.size()) == 0) {
+          *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        }
+      }
+      return static_cast<ssize_t>(n);
+    }
+    if (n == 0) {
+      self->upstream_send_deferred_ = true;
+      return NGHTTP2_ERR_DEFERRED;
+    }
+  }
+  return static_cast<ssize_t>(n);
+}
+
+ssize_t ProxyStream::ReadResponseBody(nghttp2_session* session, int32_t stream_id, uint8_t* buf,
+                                      size_t length, uint32_t* data_flags, nghttp2_data_source*,
+                                      void*) {
+  auto* self = static_cast<ProxyStream*>(nghttp2_session_get_stream_user_data(session, stream_id));
+  if (self == nullptr) return NGHTTP2_ERR_DEFERRED;
+  size_t n = self->response_body_.Read(buf, length);
+  if (n > 0 && self->upstream_ != nullptr) {
+    nghttp2_session_consume(self->upstream_->session(), self->upstream_id_, n);
+    self->upstream_->ScheduleFlush();
+  }
+  if (self->response_body_.empty()) {
+    if (self->local_trailers_pending_) {
+      self->local_trailers_pending_ = false;
+      self->response_finished_ = true;
+      std::string code_text = std::to_string(static_cast<int>(self->local_code_));
+      nghttp2_nv nv[] = {HeaderList::MakeNv("grpc-status", code_text),
+                         HeaderList::MakeNv("grpc-message", self->local_message_)};
+      *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+      if (nghttp2_submit_trailer(session, stream_id, nv, 2) == 0) {
+        *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+      }
+      return static_cast<ssize_t>(n);
+    }
+    if (self->upstream_ended_) {
+      self->response_finished_ = true;
+      *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+      if (!self->response_trailers_.empty()) {
+        std::vector<nghttp2_nv> nv = self->response_trailers_.ToNv();
+        if (nghttp2_submit_trailer(session, stream_id, nv.data(), nv.size()) == 0) {
+          *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        }
+      }
+      return static_cast<ssize_t>(n);
+    }
+    if (n == 0) {
+      self->downstream_send_deferred_ = true;
+      return NGHTTP2_ERR_DEFERRED;
+    }
+  }
+  return static_cast<ssize_t>(n);
+}
+
+}  // namespace sepal

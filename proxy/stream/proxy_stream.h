@@ -1,0 +1,114 @@
+// One proxied gRPC call: the downstream HTTP/2 stream, its route, and its upstream stream,
+// with the two body buffers whose draining drives flow control on the opposite side.
+#pragma once
+
+#include <nghttp2/nghttp2.h>
+
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "proxy/buffer/chunk_buffer.h"
+#include "proxy/grpc/grpc_status.h"
+#include "proxy/http2/header_list.h"
+
+namespace sepal {
+
+class DownstreamConnection;
+class UpstreamConnection;
+struct Route;
+
+class ProxyStream {
+ public:
+  ProxyStream(DownstreamConnection& downstream, int32_t stream_id);
+  // Detaches from the upstream (resetting its stream if still open) and from any queue.
+  ~ProxyStream();
+  ProxyStream(const ProxyStream&) = delete;
+  ProxyStream& operator=(const ProxyStream&) = delete;
+
+  int32_t downstream_id() const { return downstream_id_; }
+  int32_t upstream_id() const { return upstream_id_; }
+  DownstreamConnection& downstream() const { return downstream_; }
+
+  // --- Events from the downstream (client) session.
+  void OnRequestHeader(nghttp2_rcbuf* name, nghttp2_rcbuf* value, uint8_t flags);
+  void OnRequestHeadersComplete(bool end_stream);
+  void OnRequestTrailer(nghttp2_rcbuf* name, nghttp2_rcbuf* value, uint8_t flags);
+  void OnRequestData(const uint8_t* data, size_t length);
+  void OnRequestEnd();
+  // The downstream stream closed (normally or by RST_STREAM with `error_code`).
+  void OnDownstreamClosed(uint32_t error_code);
+
+  // --- Events from the upstream pool and session.
+  // The connection is ready for this stream: submit the request on it.
+  void AttachUpstream(UpstreamConnection& upstream);
+  void OnResponseHeader(nghttp2_rcbuf* name, nghttp2_rcbuf* value, uint8_t flags,
+                        bool is_trailer);
+  void OnResponseHeadersComplete(bool end_stream, bool is_trailer);
+  void OnResponseData(const uint8_t* data, size_t length);
+  void OnResponseEnd();
+  // The upstream stream closed (error_code is the RST_STREAM code or NO_ERROR).
+  void OnUpstreamStreamClosed(uint32_t error_code);
+  // The upstream could not take the request (connect failure, connection lost, HEADERS
+  // could not be sent). `refused` means the upstream never processed it (safe to retry).
+  void OnUpstreamFailed(std::string_view why, bool refused);
+
+  // --- Local replies (trailers-only when no response started yet).
+  void LocalReply(grpc::StatusCode code, std::string_view message, std::string_view details);
+
+  // nghttp2 data source callbacks.
+  static ssize_t ReadRequestBody(nghttp2_session* session, int32_t stream_id, uint8_t* buf,
+                                 size_t length, uint32_t* data_flags, nghttp2_data_source* source,
+                                 void* user_data);
+  static ssize_t ReadResponseBody(nghttp2_session* session, int32_t stream_id, uint8_t* buf,
+                                  size_t length, uint32_t* data_flags,
+                                  nghttp2_data_source* source, void* user_data);
+
+ private:
+  void Dispatch();
+  void DetachUpstream(uint32_t reset_code);
+  void StartDeadline(std::chrono::nanoseconds timeout);
+  void ResumeUpstreamSend();
+  void ResumeDownstreamSend();
+  void DropRequestBody();
+  void ConsumeDownstream(size_t n);
+
+  DownstreamConnection& downstream_;
+  const int32_t downstream_id_;
+  UpstreamConnection* upstream_ = nullptr;
+  int32_t upstream_id_ = -1;
+  const Route* route_ = nullptr;
+
+  HeaderList request_headers_;
+  HeaderList request_trailers_;
+  HeaderList response_headers_;
+  HeaderList response_trailers_;
+  size_t request_header_bytes_ = 0;
+  bool request_headers_too_large_ = false;
+
+  ChunkBuffer request_body_;
+  ChunkBuffer response_body_;
+  // Bytes of request body acknowledged to the client's flow control window so far,
+  // and the read position in the body (replays after a refused attempt re-read bytes).
+  uint64_t request_consumed_ = 0;
+  uint64_t request_read_position_ = 0;
+
+  bool request_ended_ = false;       // client sent END_STREAM
+  bool upstream_ended_ = false;      // upstream sent END_STREAM (or a local reply ended it)
+  bool response_started_ = false;    // response HEADERS submitted downstream
+  bool response_finished_ = false;   // nothing more will be sent downstream
+  bool upstream_send_deferred_ = false;
+  bool downstream_send_deferred_ = false;
+  bool local_trailers_pending_ = false;
+  bool queued_in_pool_ = false;
+  int attempts_ = 0;
+  grpc::StatusCode local_code_ = grpc::StatusCode::kOk;
+  std::string local_message_;
+
+  std::unique_ptr<boost::asio::steady_timer> deadline_;
+};
+
+}  // namespace sepal

@@ -1,0 +1,45 @@
+// Per-worker pool of HTTP/2 connections to one upstream: reuses a connection while it has
+// stream capacity, opens another when all are full, forgets dead ones.
+#pragma once
+
+#include <boost/asio/generic/stream_protocol.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "proxy/config/config.h"
+
+namespace sepal {
+
+class ProxyStream;
+class UpstreamConnection;
+class Worker;
+
+class UpstreamPool {
+ public:
+  UpstreamPool(Worker& worker, const config::UpstreamConfig& config);
+  ~UpstreamPool();
+
+  // Resolves the address once (at worker start).
+  absl::Status Init();
+  // Finds or opens a connection for the stream. The stream is attached when ready, or told
+  // that the upstream failed.
+  void Dispatch(ProxyStream* stream);
+  void OnConnectionClosed(UpstreamConnection* connection);
+  void Shutdown();
+
+  const std::string& name() const { return name_; }
+  const std::string& address_text() const { return address_text_; }
+
+ private:
+  Worker& worker_;
+  std::string name_;
+  std::string address_text_;
+  config::SocketAddress address_;
+  std::chrono::milliseconds connect_timeout_;
+  boost::asio::generic::stream_protocol::endpoint endpoint_;
+  std::vector<std::shared_ptr<UpstreamConnection>> connections_;
+};
+
+}  // namespace sepal
