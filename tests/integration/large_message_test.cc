@@ -1,0 +1,146 @@
+// Bounded memory: large messages and slow readers through the real sepal binary, with its
+// peak RSS read from /proc.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "tests/integration/sepal_process.h"
+#include "tests/proto/echo.grpc.pb.h"
+#include "tests/support/fake_superlink.h"
+
+namespace sepal::test {
+namespace {
+
+constexpr long kRssLimitKib = 64 * 1024;
+
+class LargeMessageTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    backend_ = FakeSuperLink::Start("127.0.0.1:0");
+    ASSERT_NE(backend_, nullptr);
+    ASSERT_TRUE(sepal_.Start(
+        "workers: 1\nlisteners:\n  - name: fleet\n    address: 127.0.0.1:{PORT}\n"
+        "    routes:\n      - match: /sepal.test.Echo/\n        upstream: superlink\n"
+        "upstreams:\n  - name: superlink\n    address: " +
+        backend_->address() + "\n"));
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(FakeSuperLink::kMaxMessageBytes);
+    args.SetMaxSendMessageSize(FakeSuperLink::kMaxMessageBytes);
+    stub_ = Echo::NewStub(
+        grpc::CreateCustomChannel(sepal_.address(), grpc::InsecureChannelCredentials(), args));
+  }
+  void TearDown() override {
+    EXPECT_EQ(sepal_.Stop(), 0);
+    backend_->Shutdown();
+  }
+
+  std::unique_ptr<FakeSuperLink> backend_;
+  SepalProcess sepal_;
+  std::unique_ptr<Echo::Stub> stub_;
+};
+
+TEST_F(LargeMessageTest, Unary64MiBEchoKeepsRssBounded) {
+  const size_t size = 64u << 20;
+  EchoRequest request;
+  std::string payload(size, '\0');
+  for (size_t i = 0; i < size; i += 4096) payload[i] = static_cast<char>(i / 4096);
+  request.set_payload(payload);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  EchoResponse response;
+  grpc::Status status = stub_->Unary(&context, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.payload().size(), size);
+  EXPECT_TRUE(response.payload() == payload) << "payload bytes differ";
+  long peak = sepal_.PeakRssKib();
+  RecordProperty("sepal_peak_rss_kib", static_cast<int>(peak));
+  EXPECT_GT(peak, 0);
+  EXPECT_LT(peak, kRssLimitKib) << "sepal buffered the message: peak RSS " << peak << " KiB";
+}
+
+TEST_F(LargeMessageTest, SlowReaderStallsTheUpstreamNotSepalMemory) {
+  // 96 MiB in 1 MiB messages; the client reads one, then pauses: sepal must not absorb it.
+  EchoRequest request;
+  request.set_response_count(96);
+  request.set_response_size(1 << 20);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto reader = stub_->ServerStream(&context, request);
+  EchoResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  long stalled_rss = sepal_.RssKib();
+  int count = 1;
+  size_t bytes = response.payload().size();
+  while (reader->Read(&response)) {
+    ++count;
+    bytes += response.payload().size();
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(count, 96);
+  EXPECT_EQ(bytes, 96u << 20);
+  EXPECT_LT(stalled_rss, kRssLimitKib);
+  EXPECT_LT(sepal_.PeakRssKib(), kRssLimitKib);
+}
+
+TEST_F(LargeMessageTest, ClientStreamOf64MiBInPiecesArrivesWhole) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  EchoResponse response;
+  auto writer = stub_->ClientStream(&context, &response);
+  EchoRequest request;
+  request.set_payload(std::string(4u << 20, 'm'));
+  for (int i = 0; i < 16; ++i) ASSERT_TRUE(writer->Write(request));
+  ASSERT_TRUE(writer->WritesDone());
+  ASSERT_TRUE(writer->Finish().ok());
+  EXPECT_EQ(response.received_bytes(), 64u << 20);
+  EXPECT_LT(sepal_.PeakRssKib(), kRssLimitKib);
+}
+
+TEST(SepalProcessTest, SigtermDuringLongStreamDrainsAndExitsZero) {
+  auto backend = FakeSuperLink::Start("127.0.0.1:0");
+  ASSERT_NE(backend, nullptr);
+  SepalProcess sepal;
+  ASSERT_TRUE(sepal.Start(
+      "workers: 2\ndrain_timeout: 10s\nlisteners:\n  - name: fleet\n"
+      "    address: 127.0.0.1:{PORT}\n    routes:\n      - match: /sepal.test.Echo/\n"
+      "        upstream: superlink\nupstreams:\n  - name: superlink\n    address: " +
+      backend->address() + "\n"));
+  auto stub = Echo::NewStub(grpc::CreateChannel(sepal.address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  EchoRequest request;
+  request.set_response_count(20);
+  request.set_response_size(100);
+  request.set_sleep_ms(50);  // ~1 s of streaming
+  auto reader = stub->ServerStream(&context, request);
+  EchoResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  std::thread stopper([&] { EXPECT_EQ(sepal.Stop(SIGTERM), 0); });
+  int count = 1;
+  while (reader->Read(&response)) ++count;
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(count, 20);
+  stopper.join();
+}
+
+TEST(SepalProcessTest, CheckRejectsBadConfigWithFileAndLine) {
+  char path[] = "/tmp/sepal-check-XXXXXX";
+  int fd = mkstemp(path);
+  std::string yaml = "listeners:\n  - name: a\n    adress: 127.0.0.1:1\n";
+  ASSERT_EQ(write(fd, yaml.data(), yaml.size()), static_cast<ssize_t>(yaml.size()));
+  close(fd);
+  std::string command = std::string(SEPAL_BINARY) + " --config " + path + " --check 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  std::string output;
+  char buf[512];
+  while (fgets(buf, sizeof(buf), pipe) != nullptr) output += buf;
+  int rc = pclose(pipe);
+  std::remove(path);
+  EXPECT_NE(WEXITSTATUS(rc), 0);
+  EXPECT_NE(output.find(std::string(path) + ":3"), std::string::npos) << output;
+  EXPECT_NE(output.find("adress"), std::string::npos) << output;
+}
+
+}  // namespace
+}  // namespace sepal::test

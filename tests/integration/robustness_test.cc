@@ -1,0 +1,148 @@
+// Bad input never hurts other clients: HTTP/1.1 text, TLS bytes and garbage on the h2c
+// port, oversized header lists, rapid reset floods.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "tests/integration/proxy_fixture.h"
+#include "tests/support/h2_test_client.h"
+
+namespace sepal::test {
+namespace {
+
+using sepal::test::Echo;
+using sepal::test::EchoRequest;
+using sepal::test::EchoResponse;
+
+// Sends `bytes` on a fresh TCP connection and returns what comes back before the server
+// closes (or 3 s pass). `closed` tells whether the server closed the connection.
+std::string RawExchange(uint16_t port, const std::string& bytes, bool* closed) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  EXPECT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+  std::string received;
+  *closed = false;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) continue;
+    char buf[4096];
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n <= 0) {
+      *closed = true;
+      break;
+    }
+    received.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return received;
+}
+
+class RobustnessTest : public ProxyTest {
+ protected:
+  void ExpectStillServing() {
+    auto stub = Echo::NewStub(NewChannel(99));
+    grpc::ClientContext context;
+    context.set_deadline(In(std::chrono::seconds(5)));
+    EchoRequest request;
+    request.set_payload("still here");
+    EchoResponse response;
+    grpc::Status status = stub->Unary(&context, request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(response.payload(), "still here");
+  }
+};
+
+TEST_F(RobustnessTest, Http11RequestGetsAClearAnswer) {
+  StartDefault();
+  bool closed = false;
+  std::string reply =
+      RawExchange(port_, "GET /metrics HTTP/1.1\r\nHost: sepal\r\n\r\n", &closed);
+  EXPECT_TRUE(reply.starts_with("HTTP/1.1 505")) << reply;
+  EXPECT_NE(reply.find("HTTP/2"), std::string::npos);
+  EXPECT_TRUE(closed);
+  ExpectStillServing();
+}
+
+TEST_F(RobustnessTest, TlsClientHelloOnCleartextPortIsClosed) {
+  StartDefault();
+  bool closed = false;
+  std::string hello("\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", 11);
+  hello.append(200, '\x42');
+  std::string reply = RawExchange(port_, hello, &closed);
+  EXPECT_TRUE(closed);
+  EXPECT_TRUE(reply.empty());
+  ExpectStillServing();
+}
+
+TEST_F(RobustnessTest, GarbageIsClosed) {
+  StartDefault();
+  bool closed = false;
+  RawExchange(port_, std::string(1000, '\x07'), &closed);
+  EXPECT_TRUE(closed);
+  ExpectStillServing();
+}
+
+TEST_F(RobustnessTest, BrokenFramesAfterPrefaceGetGoAway) {
+  StartDefault();
+  H2TestClient::Options options;
+  std::string error;
+  auto client = H2TestClient::Connect(SepalAddress(), options, &error);
+  ASSERT_NE(client, nullptr) << error;
+  ASSERT_TRUE(client->WaitForSettings());
+  // A DATA frame on stream 0 is a connection error (PROTOCOL_ERROR).
+  std::string frame("\x00\x00\x04\x00\x00\x00\x00\x00\x00" "abcd", 13);
+  ASSERT_TRUE(client->SendRaw(frame));
+  EXPECT_TRUE(client->WaitForConnectionClose(std::chrono::seconds(3)));
+  ASSERT_FALSE(client->goaways().empty());
+  EXPECT_EQ(client->goaways().back().error_code, static_cast<uint32_t>(NGHTTP2_PROTOCOL_ERROR));
+  ExpectStillServing();
+}
+
+TEST_F(RobustnessTest, OversizedHeaderListIsResourceExhausted) {
+  StartDefault();
+  std::string error;
+  auto client = H2TestClient::Connect(SepalAddress(), &error);
+  ASSERT_NE(client, nullptr) << error;
+  H2Headers headers = H2TestClient::GrpcRequestHeaders("/sepal.test.Echo/Unary");
+  for (int i = 0; i < 10; ++i) headers.emplace_back("x-big-" + std::to_string(i), std::string(3000, 'v'));
+  int32_t id = client->SubmitRequest(headers, /*end_stream=*/false);
+  ASSERT_GT(id, 0);
+  ASSERT_TRUE(client->WaitForStreamClose(id, std::chrono::seconds(3)) ||
+              client->stream(id).end_stream_received);
+  EXPECT_EQ(client->stream(id).GrpcStatus(), 8);
+  EXPECT_EQ(backend_->TotalCallCount(), 0);
+  ExpectStillServing();
+}
+
+TEST_F(RobustnessTest, RapidResetFloodIsCutOffAndOthersKeepWorking) {
+  StartDefault();
+  std::string error;
+  auto attacker = H2TestClient::Connect(SepalAddress(), &error);
+  ASSERT_NE(attacker, nullptr) << error;
+  ASSERT_TRUE(attacker->WaitForSettings());
+  attacker->OpenAndResetStreams(H2TestClient::GrpcRequestHeaders("/sepal.test.Echo/Unary"), 3000);
+  EXPECT_TRUE(attacker->WaitForGoAway(std::chrono::seconds(5)));
+  EXPECT_TRUE(attacker->WaitForConnectionClose(std::chrono::seconds(5)));
+  ExpectStillServing();
+}
+
+TEST_F(RobustnessTest, MaxConcurrentStreamsIsAdvertised) {
+  StartDefault();
+  std::string error;
+  auto client = H2TestClient::Connect(SepalAddress(), &error);
+  ASSERT_NE(client, nullptr) << error;
+  ASSERT_TRUE(client->WaitForSettings());
+  auto settings = client->server_settings();
+  EXPECT_EQ(settings[NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS], 256u);
+  EXPECT_EQ(settings[NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE], 16384u);
+}
+
+}  // namespace
+}  // namespace sepal::test

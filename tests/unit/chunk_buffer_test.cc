@@ -1,0 +1,107 @@
+// ChunkBuffer: byte order across chunks, retention and replay, pool recycling.
+#include "proxy/buffer/chunk_buffer.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace sepal {
+namespace {
+
+std::string ReadAll(ChunkBuffer& buffer, size_t step) {
+  std::string out;
+  std::string piece(step, '\0');
+  while (!buffer.empty()) {
+    size_t n = buffer.Read(reinterpret_cast<uint8_t*>(piece.data()), step);
+    out.append(piece.data(), n);
+  }
+  return out;
+}
+
+std::string Pattern(size_t n) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>(i * 7 + i / 251);
+  return s;
+}
+
+TEST(ChunkBufferTest, PreservesBytesAcrossChunkBoundaries) {
+  ChunkPool pool;
+  ChunkBuffer buffer(&pool);
+  std::string data = Pattern(3 * Chunk::kCapacity + 123);
+  for (size_t at = 0; at < data.size(); at += 1000) {
+    size_t n = std::min<size_t>(1000, data.size() - at);
+    buffer.Append(reinterpret_cast<const uint8_t*>(data.data() + at), n);
+  }
+  EXPECT_EQ(buffer.size(), data.size());
+  EXPECT_EQ(ReadAll(buffer, 4099), data);
+  EXPECT_TRUE(buffer.empty());
+}
+
+TEST(ChunkBufferTest, DrainedChunksReturnToThePool) {
+  ChunkPool pool;
+  {
+    ChunkBuffer buffer(&pool);
+    std::string data = Pattern(5 * Chunk::kCapacity);
+    buffer.Append(reinterpret_cast<const uint8_t*>(data.data()), data.size());
+    EXPECT_EQ(pool.free_count(), 0u);
+    ReadAll(buffer, 16384);
+    EXPECT_EQ(pool.free_count(), 5u);
+  }
+  // A second buffer reuses them instead of allocating.
+  ChunkBuffer again(&pool);
+  std::string small = Pattern(100);
+  again.Append(reinterpret_cast<const uint8_t*>(small.data()), small.size());
+  EXPECT_EQ(pool.free_count(), 4u);
+}
+
+TEST(ChunkBufferTest, PoolKeepsAtMostMaxFree) {
+  ChunkPool pool(2);
+  ChunkBuffer buffer(&pool);
+  std::string data = Pattern(4 * Chunk::kCapacity);
+  buffer.Append(reinterpret_cast<const uint8_t*>(data.data()), data.size());
+  buffer.Clear();
+  EXPECT_EQ(pool.free_count(), 2u);
+}
+
+TEST(ChunkBufferTest, RewindReplaysRetainedBytes) {
+  ChunkPool pool;
+  ChunkBuffer buffer(&pool);
+  buffer.EnableRetention(64 * 1024);
+  std::string data = Pattern(40000);
+  buffer.Append(reinterpret_cast<const uint8_t*>(data.data()), data.size());
+  std::string first = ReadAll(buffer, 3000);
+  EXPECT_EQ(first, data);
+  buffer.Rewind();
+  EXPECT_EQ(buffer.size(), data.size());
+  EXPECT_EQ(ReadAll(buffer, 7000), data);
+}
+
+TEST(ChunkBufferTest, RewindAfterPartialReadAndLaterAppend) {
+  ChunkPool pool;
+  ChunkBuffer buffer(&pool);
+  buffer.EnableRetention(1 << 20);
+  std::string a = Pattern(20000);
+  buffer.Append(reinterpret_cast<const uint8_t*>(a.data()), a.size());
+  std::string part(5000, '\0');
+  ASSERT_EQ(buffer.Read(reinterpret_cast<uint8_t*>(part.data()), 5000), 5000u);
+  std::string b = Pattern(30000);
+  buffer.Append(reinterpret_cast<const uint8_t*>(b.data()), b.size());
+  buffer.Rewind();
+  EXPECT_EQ(ReadAll(buffer, 1000), a + b);
+}
+
+TEST(ChunkBufferTest, RetentionSwitchesOffPastItsLimit) {
+  ChunkPool pool;
+  ChunkBuffer buffer(&pool);
+  buffer.EnableRetention(10000);
+  std::string data = Pattern(50000);
+  buffer.Append(reinterpret_cast<const uint8_t*>(data.data()), data.size());
+  std::string out(20000, '\0');
+  buffer.Read(reinterpret_cast<uint8_t*>(out.data()), 20000);
+  EXPECT_FALSE(buffer.retaining());
+  EXPECT_EQ(buffer.size(), 30000u);
+  EXPECT_EQ(ReadAll(buffer, 999), data.substr(20000));
+}
+
+}  // namespace
+}  // namespace sepal
