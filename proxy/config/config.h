@@ -19,7 +19,7 @@ using Duration = std::chrono::milliseconds;
 struct SocketAddress {
   enum class Kind { kTcp, kUnix };
   Kind kind = Kind::kTcp;
-  std::string host;    // kTcp: numeric IPv4/IPv6 or a host name (resolved at load time)
+  std::string host;    // kTcp: numeric IPv4/IPv6 (no brackets) or a host name, kept as written
   uint16_t port = 0;   // kTcp
   std::string path;    // kUnix: filesystem path ("unix:" prefix stripped)
   std::string text;    // as written in the file, for logs and /config

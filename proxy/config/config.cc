@@ -1,0 +1,1180 @@
+// Loads sepal's YAML configuration into the Config model, validating every key as it goes.
+#include "proxy/config/config.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <initializer_list>
+#include <limits>
+#include <set>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "yaml-cpp/yaml.h"
+
+namespace sepal::config {
+namespace {
+
+// Errors are values here; this keeps the call chains of the loader readable.
+#define SEPAL_CONFIG_TRY(expr)                                   \
+  do {                                                           \
+    absl::Status sepal_config_status_ = (expr);                  \
+    if (!sepal_config_status_.ok()) return sepal_config_status_; \
+  } while (false)
+
+#define SEPAL_CONFIG_ASSIGN(lhs, expr)                                    \
+  do {                                                                    \
+    auto sepal_config_result_ = (expr);                                   \
+    if (!sepal_config_result_.ok()) return sepal_config_result_.status(); \
+    lhs = *std::move(sepal_config_result_);                               \
+  } while (false)
+
+constexpr uint64_t kMaxWorkers = 1024;
+constexpr uint64_t kMinWindowBytes = 65535;       // RFC 9113 initial window
+constexpr uint64_t kMaxWindowBytes = 2147483647;  // RFC 9113 2^31-1
+constexpr uint64_t kMinHeaderListBytes = 1024;
+constexpr size_t kMaxCapabilityJsonBytes = 1 << 20;  // aliases can make YAML expand exponentially
+constexpr size_t kMaxUnixPathBytes = sizeof(sockaddr_un{}.sun_path) - 1;
+
+// Edit distance, for "did you mean" hints on misspelled keys and values.
+size_t EditDistance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string Suggestion(std::string_view word, std::initializer_list<std::string_view> choices) {
+  std::string_view best;
+  size_t best_distance = 3;
+  for (std::string_view choice : choices) {
+    size_t distance = EditDistance(word, choice);
+    if (distance < best_distance) {
+      best = choice;
+      best_distance = distance;
+    }
+  }
+  if (best.empty()) return "";
+  return absl::StrCat(" (did you mean \"", std::string(best), "\"?)");
+}
+
+std::string Quoted(const std::string& text) { return absl::StrCat("\"", text, "\""); }
+
+bool AllDigits(std::string_view text) {
+  return !text.empty() &&
+         std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// Parses a decimal number of at most `max`; rejects signs, spaces and other bases.
+std::optional<uint64_t> ParseDecimal(std::string_view text, uint64_t max) {
+  if (!AllDigits(text)) return std::nullopt;
+  uint64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || value > max) return std::nullopt;
+  return value;
+}
+
+bool IsIPv4(const std::string& text) {
+  in_addr address;
+  return inet_pton(AF_INET, text.c_str(), &address) == 1;
+}
+
+bool IsIPv6(const std::string& text) {
+  in6_addr address;
+  return inet_pton(AF_INET6, text.c_str(), &address) == 1;
+}
+
+// Host names are kept as written and resolved by whoever dials or binds; this only rejects
+// text that could never resolve, so typos surface at load time.
+absl::Status CheckHostName(const std::string& host) {
+  if (host.empty()) return absl::InvalidArgumentError("missing host");
+  bool dotted_digits = std::all_of(host.begin(), host.end(),
+                                   [](char c) { return (c >= '0' && c <= '9') || c == '.'; });
+  if (dotted_digits) {
+    if (!IsIPv4(host))
+      return absl::InvalidArgumentError(absl::StrCat("bad IPv4 address ", Quoted(host)));
+    return absl::OkStatus();
+  }
+  if (host.find(':') != std::string::npos) {
+    return absl::InvalidArgumentError("IPv6 addresses need brackets: [addr]:port");
+  }
+  for (char c : host) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '.' || c == '_';
+    if (!ok) return absl::InvalidArgumentError(absl::StrCat("bad host name ", Quoted(host)));
+  }
+  return absl::OkStatus();
+}
+
+std::string FormatDuration(Duration duration) {
+  int64_t ms = duration.count();
+  if (ms == 0) return "0s";
+  std::string out;
+  for (auto [unit, size] :
+       {std::pair<const char*, int64_t>{"h", 3600000}, {"m", 60000}, {"s", 1000}, {"ms", 1}}) {
+    if (ms >= size) {
+      absl::StrAppend(&out, ms / size, unit);
+      ms %= size;
+    }
+  }
+  return out;
+}
+
+std::string FormatAddress(const SocketAddress& address) {
+  if (address.kind == SocketAddress::Kind::kUnix) return absl::StrCat("unix:", address.path);
+  if (address.host.find(':') != std::string::npos) {
+    return absl::StrCat("[", address.host, "]:", address.port);
+  }
+  return absl::StrCat(address.host, ":", address.port);
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON text for capability values (Tailscale hands capabilities to upstreams as JSON).
+
+void AppendJsonString(std::string_view text, std::string* out) {
+  out->push_back('"');
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      out->push_back('\\');
+      out->push_back(c);
+    } else if (c == '\n') {
+      out->append("\\n");
+    } else if (c == '\t') {
+      out->append("\\t");
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof(escaped), "\\u%04x", c);
+      out->append(escaped);
+    } else {
+      out->push_back(c);  // UTF-8 passes through: JSON text is UTF-8
+    }
+  }
+  out->push_back('"');
+}
+
+// True for text that is a number in JSON's own grammar, so it can be emitted unchanged.
+bool IsJsonNumber(std::string_view text) {
+  size_t i = 0;
+  auto digits = [&] {
+    size_t start = i;
+    while (i < text.size() && text[i] >= '0' && text[i] <= '9') ++i;
+    return i - start;
+  };
+  if (i < text.size() && text[i] == '-') ++i;
+  size_t start = i;
+  size_t integer_digits = digits();
+  if (integer_digits == 0 || (integer_digits > 1 && text[start] == '0')) return false;
+  if (i < text.size() && text[i] == '.') {
+    ++i;
+    if (digits() == 0) return false;
+  }
+  if (i < text.size() && (text[i] == 'e' || text[i] == 'E')) {
+    ++i;
+    if (i < text.size() && (text[i] == '+' || text[i] == '-')) ++i;
+    if (digits() == 0) return false;
+  }
+  return i == text.size();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The loader proper.
+
+// A YAML node together with its key path and line, so every error can say where it is.
+struct Value {
+  YAML::Node node;
+  std::string path;
+  int line = 1;
+};
+
+int LineOf(const YAML::Node& node, int fallback) {
+  YAML::Mark mark = node.Mark();
+  return mark.is_null() ? fallback : mark.line + 1;
+}
+
+// Errors about a whole collection ("expected a list", "required") read best at its key's
+// line; yaml-cpp marks a block collection at its first entry and a null value at whatever
+// token follows, often on the next line. Scalars keep their own mark.
+int ValueLine(const YAML::Node& key, const YAML::Node& value, int fallback) {
+  int key_line = LineOf(key, fallback);
+  return value.IsScalar() ? LineOf(value, key_line) : key_line;
+}
+
+std::string ChildPath(const std::string& parent, const std::string& key) {
+  return parent.empty() ? key : absl::StrCat(parent, ".", key);
+}
+
+std::string DisplayPath(const std::string& path) { return path.empty() ? "(top level)" : path; }
+
+std::string Describe(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Scalar:
+      return Quoted(node.Scalar());
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a map";
+    default:
+      return "nothing";
+  }
+}
+
+class Loader {
+ public:
+  explicit Loader(std::string source) : source_(std::move(source)) {}
+
+  absl::Status ErrorAt(int line, const std::string& path, const std::string& what) const {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source_, ":", line, ": ", DisplayPath(path), ": ", what));
+  }
+  absl::Status Error(const Value& at, const std::string& what) const {
+    return ErrorAt(at.line, at.path, what);
+  }
+
+  absl::Status LoadRoot(const YAML::Node& root, Config* config);
+
+ private:
+  // A validated map: known keys only, no duplicates; entries keep their own paths and lines.
+  class Map {
+   public:
+    const Value& self() const { return self_; }
+    std::optional<Value> Get(std::string_view key) const {
+      for (const auto& [name, value] : entries_) {
+        if (name == key) return value;
+      }
+      return std::nullopt;
+    }
+    absl::StatusOr<Value> Require(const Loader& loader, const std::string& key) const {
+      std::optional<Value> value = Get(key);
+      if (!value) return loader.ErrorAt(self_.line, ChildPath(self_.path, key), "required");
+      return *value;
+    }
+
+   private:
+    friend class Loader;
+    Value self_;
+    std::vector<std::pair<std::string, Value>> entries_;
+  };
+
+  absl::StatusOr<Map> OpenMap(const Value& value,
+                              std::initializer_list<std::string_view> known) const;
+  absl::StatusOr<std::vector<Value>> ReadList(const Value& value) const;
+  absl::StatusOr<std::string> ReadString(const Value& value) const;
+  absl::StatusOr<std::string> ReadNonEmptyString(const Value& value) const;
+  absl::StatusOr<std::vector<std::string>> ReadStringList(const Value& value) const;
+  absl::StatusOr<std::vector<std::string>> ReadTagList(const Value& value) const;
+  absl::StatusOr<uint64_t> ReadInteger(const Value& value, uint64_t min, uint64_t max) const;
+  absl::StatusOr<Duration> ReadDuration(const Value& value) const;
+  absl::StatusOr<size_t> ReadChoice(const Value& value,
+                                    std::initializer_list<std::string_view> choices) const;
+  absl::StatusOr<SocketAddress> ReadAddress(const Value& value) const;
+  absl::StatusOr<std::string> ReadReadableFile(const Value& value) const;
+
+  // Each Read* below returns InvalidArgument with file:line and key path on bad input.
+  absl::Status ReadAdmin(const Value& value, AdminConfig* admin) const;
+  absl::Status ReadIdentity(const Value& value, IdentityConfig* identity) const;
+  absl::Status ReadStaticIdentity(const Value& value, StaticIdentity* entry) const;
+  absl::Status ReadCapabilities(const Value& value,
+                                std::map<std::string, std::string>* capabilities) const;
+  absl::Status AppendJson(const Value& value, std::string* out) const;
+  absl::Status ReadUpstreams(const Value& value, std::vector<UpstreamConfig>* upstreams) const;
+  absl::Status ReadUpstream(const Value& value, UpstreamConfig* upstream) const;
+  absl::Status ReadListeners(const Value& value, const Config& config,
+                             std::vector<ListenerConfig>* listeners) const;
+  absl::Status ReadListener(const Value& value, const Config& config,
+                            ListenerConfig* listener) const;
+  absl::Status ReadListenerTls(const Value& value, ListenerTlsConfig* tls) const;
+  absl::Status ReadRoutes(const Value& value, const Config& config,
+                          std::vector<RouteConfig>* routes) const;
+  absl::Status ReadRoute(const Value& value, const Config& config, RouteConfig* route) const;
+  absl::Status ReadAllow(const Value& value, AllowRules* allow) const;
+  absl::Status ReadLimits(const Value& value, Http2Limits* limits) const;
+
+  std::string source_;
+};
+
+absl::StatusOr<Loader::Map> Loader::OpenMap(const Value& value,
+                                            std::initializer_list<std::string_view> known) const {
+  Map map;
+  map.self_ = value;
+  // An empty document or a bare `key:` reads as null; only the top level may be empty.
+  if (value.node.IsNull() && value.path.empty()) return map;
+  if (!value.node.IsMap()) {
+    return Error(value, absl::StrCat("expected a map, got ", Describe(value.node)));
+  }
+  for (const auto& entry : value.node) {
+    int key_line = LineOf(entry.first, value.line);
+    if (!entry.first.IsScalar()) {
+      return ErrorAt(key_line, value.path, "keys must be plain names");
+    }
+    const std::string& key = entry.first.Scalar();
+    std::string path = ChildPath(value.path, key);
+    if (std::find(known.begin(), known.end(), key) == known.end()) {
+      return ErrorAt(key_line, path,
+                     absl::StrCat("unknown key ", Quoted(key), Suggestion(key, known)));
+    }
+    if (map.Get(key)) return ErrorAt(key_line, path, absl::StrCat("duplicate key ", Quoted(key)));
+    map.entries_.emplace_back(
+        key, Value{entry.second, path, ValueLine(entry.first, entry.second, value.line)});
+  }
+  return map;
+}
+
+absl::StatusOr<std::vector<Value>> Loader::ReadList(const Value& value) const {
+  if (!value.node.IsSequence()) {
+    return Error(value, absl::StrCat("expected a list, got ", Describe(value.node)));
+  }
+  std::vector<Value> items;
+  size_t index = 0;
+  for (const auto& item : value.node) {
+    items.push_back(
+        Value{item, absl::StrCat(value.path, "[", index, "]"), LineOf(item, value.line)});
+    ++index;
+  }
+  return items;
+}
+
+absl::StatusOr<std::string> Loader::ReadString(const Value& value) const {
+  if (!value.node.IsScalar()) {
+    return Error(value, absl::StrCat("expected a string, got ", Describe(value.node)));
+  }
+  return value.node.Scalar();
+}
+
+absl::StatusOr<std::string> Loader::ReadNonEmptyString(const Value& value) const {
+  std::string text;
+  SEPAL_CONFIG_ASSIGN(text, ReadString(value));
+  if (text.empty()) return Error(value, "must not be empty");
+  return text;
+}
+
+absl::StatusOr<std::vector<std::string>> Loader::ReadStringList(const Value& value) const {
+  std::vector<Value> items;
+  SEPAL_CONFIG_ASSIGN(items, ReadList(value));
+  std::vector<std::string> strings;
+  for (const Value& item : items) {
+    std::string text;
+    SEPAL_CONFIG_ASSIGN(text, ReadNonEmptyString(item));
+    strings.push_back(std::move(text));
+  }
+  return strings;
+}
+
+absl::StatusOr<std::vector<std::string>> Loader::ReadTagList(const Value& value) const {
+  std::vector<Value> items;
+  SEPAL_CONFIG_ASSIGN(items, ReadList(value));
+  std::vector<std::string> tags;
+  for (const Value& item : items) {
+    std::string tag;
+    SEPAL_CONFIG_ASSIGN(tag, ReadString(item));
+    // Tailscale spells tags "tag:name"; a bare "supernode" would silently never match.
+    if (tag.size() <= 4 || tag.compare(0, 4, "tag:") != 0) {
+      return Error(item, absl::StrCat("tag ", Quoted(tag), " must start with \"tag:\""));
+    }
+    tags.push_back(std::move(tag));
+  }
+  return tags;
+}
+
+absl::StatusOr<uint64_t> Loader::ReadInteger(const Value& value, uint64_t min, uint64_t max) const {
+  if (!value.node.IsScalar() || !AllDigits(value.node.Scalar())) {
+    return Error(value,
+                 absl::StrCat("expected a non-negative integer, got ", Describe(value.node)));
+  }
+  std::optional<uint64_t> number = ParseDecimal(value.node.Scalar(), max);
+  if (!number || *number < min) {
+    return Error(
+        value, absl::StrCat("must be between ", min, " and ", max, ", got ", value.node.Scalar()));
+  }
+  return *number;
+}
+
+absl::StatusOr<Duration> Loader::ReadDuration(const Value& value) const {
+  std::string text;
+  SEPAL_CONFIG_ASSIGN(text, ReadString(value));
+  absl::StatusOr<Duration> duration = ParseDuration(text);
+  if (!duration.ok()) return Error(value, std::string(duration.status().message()));
+  return *duration;
+}
+
+absl::StatusOr<size_t> Loader::ReadChoice(const Value& value,
+                                          std::initializer_list<std::string_view> choices) const {
+  std::string text;
+  SEPAL_CONFIG_ASSIGN(text, ReadString(value));
+  for (size_t i = 0; i < choices.size(); ++i) {
+    if (choices.begin()[i] == text) return i;
+  }
+  std::vector<std::string> names(choices.begin(), choices.end());
+  return Error(value, absl::StrCat("unknown value ", Quoted(text), " (expected one of ",
+                                   absl::StrJoin(names, ", "), ")"));
+}
+
+absl::StatusOr<SocketAddress> Loader::ReadAddress(const Value& value) const {
+  std::string text;
+  SEPAL_CONFIG_ASSIGN(text, ReadString(value));
+  absl::StatusOr<SocketAddress> address = ParseSocketAddress(text);
+  if (!address.ok()) return Error(value, std::string(address.status().message()));
+  return *std::move(address);
+}
+
+absl::StatusOr<std::string> Loader::ReadReadableFile(const Value& value) const {
+  std::string path;
+  SEPAL_CONFIG_ASSIGN(path, ReadNonEmptyString(value));
+  // Checked now so a typo fails `--check` and a SIGHUP, not the first TLS handshake.
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int error = errno;
+    return Error(value, absl::StrCat("cannot read ", Quoted(path), ": ", std::strerror(error)));
+  }
+  struct stat info;
+  int stat_result = fstat(fd, &info);
+  int error = errno;
+  close(fd);
+  if (stat_result != 0) {
+    return Error(value, absl::StrCat("cannot read ", Quoted(path), ": ", std::strerror(error)));
+  }
+  if (!S_ISREG(info.st_mode)) {
+    int reason = S_ISDIR(info.st_mode) ? EISDIR : EINVAL;
+    return Error(value, absl::StrCat("cannot read ", Quoted(path), ": ", std::strerror(reason)));
+  }
+  return path;
+}
+
+absl::Status Loader::LoadRoot(const YAML::Node& root, Config* config) {
+  Map map;
+  SEPAL_CONFIG_ASSIGN(
+      map, OpenMap(Value{root, "", LineOf(root, 1)},
+                   {"admin", "workers", "drain_timeout", "identity", "listeners", "upstreams"}));
+  if (auto value = map.Get("admin")) SEPAL_CONFIG_TRY(ReadAdmin(*value, &config->admin));
+  if (auto value = map.Get("workers")) {
+    SEPAL_CONFIG_ASSIGN(config->workers, ReadInteger(*value, 0, kMaxWorkers));
+  }
+  if (auto value = map.Get("drain_timeout")) {
+    SEPAL_CONFIG_ASSIGN(config->drain_timeout, ReadDuration(*value));
+  }
+  if (auto value = map.Get("identity")) SEPAL_CONFIG_TRY(ReadIdentity(*value, &config->identity));
+  // Upstreams first, so routes can be checked against them wherever they appear in the file.
+  if (auto value = map.Get("upstreams")) {
+    SEPAL_CONFIG_TRY(ReadUpstreams(*value, &config->upstreams));
+  }
+  std::optional<Value> listeners = map.Get("listeners");
+  if (!listeners) return ErrorAt(map.self().line, "listeners", "at least one listener is required");
+  SEPAL_CONFIG_TRY(ReadListeners(*listeners, *config, &config->listeners));
+  return absl::OkStatus();
+}
+
+absl::Status Loader::ReadAdmin(const Value& value, AdminConfig* admin) const {
+  Map map;
+  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, {"address"}));
+  if (auto address_value = map.Get("address")) {
+    SocketAddress address;
+    SEPAL_CONFIG_ASSIGN(address, ReadAddress(*address_value));
+    if (address.kind != SocketAddress::Kind::kTcp) {
+      return Error(*address_value, "the admin server needs a TCP address");
+    }
+    // Port 0 (ephemeral) is accepted as for listeners: the admin server listens too.
+    admin->address = std::move(address);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Loader::ReadIdentity(const Value& value, IdentityConfig* identity) const {
+  Map map;
+  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, {"provider", "tailscale", "static"}));
+  Value provider;
+  SEPAL_CONFIG_ASSIGN(provider, map.Require(*this, "provider"));
+  size_t choice = 0;
+  SEPAL_CONFIG_ASSIGN(choice, ReadChoice(provider, {"tailscale", "static"}));
+  identity->provider =
+      choice == 0 ? IdentityConfig::Provider::kTailscale : IdentityConfig::Provider::kStatic;
+
+  if (auto tailscale_value = map.Get("tailscale")) {
+    Map tailscale;
+    SEPAL_CONFIG_ASSIGN(tailscale,
+                        OpenMap(*tailscale_value, {"socket", "cache_ttl", "lookup_timeout"}));
+    if (auto socket = tailscale.Get("socket")) {
+      // Not checked for existence: tailscaled may start after sepal.
+      SEPAL_CONFIG_ASSIGN(identity->tailscale.socket, ReadNonEmptyString(*socket));
+    }
+    if (auto ttl = tailscale.Get("cache_ttl")) {
+      SEPAL_CONFIG_ASSIGN(identity->tailscale.cache_ttl, ReadDuration(*ttl));
+    }
+    if (auto timeout = tailscale.Get("lookup_timeout")) {
+      SEPAL_CONFIG_ASSIGN(identity->tailscale.lookup_timeout, ReadDuration(*timeout));
+    }
+  }
+
+  std::optional<Value> static_value = map.Get("static");
+  if (static_value) {
+    std::vector<Value> entries;
+    SEPAL_CONFIG_ASSIGN(entries, ReadList(*static_value));
+    for (const Value& entry : entries) {
+      StaticIdentity identity_entry;
+      SEPAL_CONFIG_TRY(ReadStaticIdentity(entry, &identity_entry));
+      identity->static_identities.push_back(std::move(identity_entry));
+    }
+  }
+  if (identity->provider == IdentityConfig::Provider::kStatic &&
+      identity->static_identities.empty()) {
+    const Value& at = static_value ? *static_value : map.self();
+    return ErrorAt(at.line, ChildPath(value.path, "static"),
+                   "provider static needs at least one entry in identity.static");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckCidr(const std::string& cidr) {
+  size_t slash = cidr.find('/');
+  if (slash == std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expected a CIDR such as 100.64.0.0/10, got ", Quoted(cidr)));
+  }
+  std::string ip = cidr.substr(0, slash);
+  uint64_t max_prefix = 0;
+  if (IsIPv4(ip)) {
+    max_prefix = 32;
+  } else if (IsIPv6(ip)) {
+    max_prefix = 128;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("bad IP address ", Quoted(ip), " in CIDR"));
+  }
+  if (!ParseDecimal(std::string_view(cidr).substr(slash + 1), max_prefix)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prefix length of ", Quoted(cidr), " must be between 0 and ", max_prefix));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Loader::ReadStaticIdentity(const Value& value, StaticIdentity* entry) const {
+  Map map;
+  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, {"match", "node", "user", "tags", "capabilities"}));
+  Value match;
+  SEPAL_CONFIG_ASSIGN(match, map.Require(*this, "match"));
+  SEPAL_CONFIG_ASSIGN(entry->match, ReadString(match));
+  if (absl::Status status = CheckCidr(entry->match); !status.ok()) {
+    return Error(match, std::string(status.message()));
+  }
+  if (auto node = map.Get("node")) SEPAL_CONFIG_ASSIGN(entry->node, ReadNonEmptyString(*node));
+  if (auto user = map.Get("user")) SEPAL_CONFIG_ASSIGN(entry->user, ReadNonEmptyString(*user));
+  if (auto tags = map.Get("tags")) SEPAL_CONFIG_ASSIGN(entry->tags, ReadTagList(*tags));
+  if (auto capabilities = map.Get("capabilities")) {
+    SEPAL_CONFIG_TRY(ReadCapabilities(*capabilities, &entry->capabilities));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Loader::ReadCapabilities(const Value& value,
+                                      std::map<std::string, std::string>* capabilities) const {
+  if (!value.node.IsMap()) {
+    return Error(value, absl::StrCat("expected a map of capability name to a list of values, got ",
+                                     Describe(value.node)));
+  }
+  for (const auto& entry : value.node) {
+    int key_line = LineOf(entry.first, value.line);
+    if (!entry.first.IsScalar() || entry.first.Scalar().empty()) {
+      return ErrorAt(key_line, value.path, "capability names must be non-empty strings");
+    }
+    const std::string& name = entry.first.Scalar();
+    Value values{entry.second, ChildPath(value.path, name),
+                 ValueLine(entry.first, entry.second, value.line)};
+    if (capabilities->count(name) != 0) {
+      return Error(values, absl::StrCat("duplicate capability ", Quoted(name)));
+    }
+    if (!values.node.IsSequence()) {
+      return Error(values, absl::StrCat("expected a list of values, got ", Describe(values.node)));
+    }
+    std::string json;
+    SEPAL_CONFIG_TRY(AppendJson(values, &json));
+    (*capabilities)[name] = std::move(json);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Loader::AppendJson(const Value& value, std::string* out) const {
+  if (out->size() > kMaxCapabilityJsonBytes) {
+    return Error(value, absl::StrCat("capability value is larger than ", kMaxCapabilityJsonBytes,
+                                     " bytes as JSON"));
+  }
+  const YAML::Node& node = value.node;
+  switch (node.Type()) {
+    case YAML::NodeType::Sequence: {
+      out->push_back('[');
+      size_t index = 0;
+      for (const auto& item : node) {
+        if (index > 0) out->push_back(',');
+        SEPAL_CONFIG_TRY(AppendJson(
+            Value{item, absl::StrCat(value.path, "[", index, "]"), LineOf(item, value.line)}, out));
+        ++index;
+      }
+      out->push_back(']');
+      return absl::OkStatus();
+    }
+    case YAML::NodeType::Map: {
+      out->push_back('{');
+      std::set<std::string> seen;
+      for (const auto& entry : node) {
+        int key_line = LineOf(entry.first, value.line);
+        if (!entry.first.IsScalar()) {
+          return ErrorAt(key_line, value.path, "JSON object keys must be strings");
+        }
+        const std::string& key = entry.first.Scalar();
+        std::string path = ChildPath(value.path, key);
+        if (!seen.insert(key).second) {
+          return ErrorAt(key_line, path, absl::StrCat("duplicate key ", Quoted(key)));
+        }
+        if (seen.size() > 1) out->push_back(',');
+        AppendJsonString(key, out);
+        out->push_back(':');
+        SEPAL_CONFIG_TRY(AppendJson(
+            Value{entry.second, path, ValueLine(entry.first, entry.second, value.line)}, out));
+      }
+      out->push_back('}');
+      return absl::OkStatus();
+    }
+    case YAML::NodeType::Scalar: {
+      const std::string& text = node.Scalar();
+      // yaml-cpp tags plain scalars "?" and quoted ones "!": quoting forces a string.
+      if (node.Tag() != "!") {
+        if (text == "true" || text == "True" || text == "TRUE") {
+          out->append("true");
+          return absl::OkStatus();
+        }
+        if (text == "false" || text == "False" || text == "FALSE") {
+          out->append("false");
+          return absl::OkStatus();
+        }
+        if (IsJsonNumber(text)) {
+          out->append(text);
+          return absl::OkStatus();
+        }
+      }
+      AppendJsonString(text, out);
+      return absl::OkStatus();
+    }
+    default:
+      out->append("null");
+      return absl::OkStatus();
+  }
+}
+
+absl::Status Loader::ReadUpstreams(const Value& value,
+                                   std::vector<UpstreamConfig>* upstreams) const {
+  std::vector<Value> items;
+  SEPAL_CONFIG_ASSIGN(items, ReadList(value));
+  for (const Value& item : items) {
+    UpstreamConfig upstream;
+    SEPAL_CONFIG_TRY(ReadUpstream(item, &upstream));
+    for (size_t i = 0; i < upstreams->size(); ++i) {
+      if ((*upstreams)[i].name == upstream.name) {
+        return ErrorAt(item.line, ChildPath(item.path, "name"),
+                       absl::StrCat("duplicate upstream name ", Quoted(upstream.name),
+                                    " (also upstreams[", i, "])"));
+      }
+    }
+    upstreams->push_back(std::move(upstream));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Loader::ReadUpstream(const Value& value, UpstreamConfig* upstream) const {
+  Map map;
+  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, {"name", "address", "tls", "connect_timeout"}));
+  Value name;
+  SEPAL_CONFIG_ASSIGN(name, map.Require(*this, "name"));
+  SEPAL_CONFIG_ASSIGN(upstream->name, ReadNonEmptyString(name));
+  Value address;
+  SEPAL_CONFIG_ASSIGN(address, map.Require(*this, "address"));
+  SEPAL_CONFIG_ASSIGN(upstream->address, ReadAddress(address));
+  if (upstream->address.kind == SocketAddress::Kind::kTcp && upstream->address.port == 0) {
+    return Error(address, "upstream port must be between 1 and 65535");
+  }
+  if (auto tls_value = map.Get("tls")) {
+    Map tls_map;
+    SEPAL_CONFIG_ASSIGN(tls_map, OpenMap(*tls_value, {"ca", "server_name"}));
+    UpstreamTlsConfig tls;
+    if (auto ca = tls_map.Get("ca")) SEPAL_CONFIG_ASSIGN(tls.ca, ReadReadableFile(*ca));
+    if (auto server_name = tls_map.Get("server_name")) {
+      SEPAL_CONFIG_ASSIGN(tls.server_name, ReadNonEmptyString(*server_name));
+    }
+    upstream->tls = std::move(tls);
+  }
+  if (auto timeout = map.Get("connect_timeout")) {
+    SEPAL_CONFIG_ASSIGN(upstream->connect_timeout, ReadDuration(*timeout));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Loader::ReadListeners(const Value& value, const Config& config,
+                                   std::vector<ListenerConfig>* listeners) const {
+  std::vector<Value> items;
+  SEPAL_CONFIG_ASSIGN(items, ReadList(value));
+  if (items.empty()) return Error(value, "at least one listener is required");
+  for (const Value& item : items) {
+    ListenerConfig listener;
+    SEPAL_CONFIG_TRY(ReadListener(item, config, &listener));
+    for (size_t i = 0; i < listeners->size(); ++i) {
+      const ListenerConfig& other = (*listeners)[i];
+      if (other.name == listener.name) {
+        return ErrorAt(item.line, ChildPath(item.path, "name"),
+                       absl::StrCat("duplicate listener name ", Quoted(listener.name),
+                                    " (also listeners[", i, "])"));
+      }
+      // Port 0 asks the kernel for a fresh port each time, so those never collide.
+      if (listener.address.port != 0 && other.address.host == listener.address.host &&
+          other.address.port == listener.address.port) {
+        return ErrorAt(item.line, ChildPath(item.path, "address"),
+                       absl::StrCat("duplicate listener address ", Quoted(listener.address.text),
+                                    " (also listeners[", i, "])"));
+      }
+    }
+    listeners->push_back(std::move(listener));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Loader::ReadListener(const Value& value, const Config& config,
+                                  ListenerConfig* listener) const {
+  Map map;
+  SEPAL_CONFIG_ASSIGN(
+      map, OpenMap(value, {"name", "address", "proxy_protocol", "tls", "routes", "limits"}));
+  Value name;
+  SEPAL_CONFIG_ASSIGN(name, map.Require(*this, "name"));
+  SEPAL_CONFIG_ASSIGN(listener->name, ReadNonEmptyString(name));
+  Value address;
+  SEPAL_CONFIG_ASSIGN(address, map.Require(*this, "address"));
+  SEPAL_CONFIG_ASSIGN(listener->address, ReadAddress(address));
+  if (listener->address.kind != SocketAddress::Kind::kTcp) {
+    return Error(address, "unix listeners are not supported; use host:port");
+  }
+  if (auto proxy_protocol = map.Get("proxy_protocol")) {
+    size_t choice = 0;
+    SEPAL_CONFIG_ASSIGN(choice, ReadChoice(*proxy_protocol, {"none", "v1", "v2", "any"}));
+    static constexpr ProxyProtocol kByChoice[] = {ProxyProtocol::kNone, ProxyProtocol::kV1,
+                                                  ProxyProtocol::kV2, ProxyProtocol::kAny};
+    listener->proxy_protocol = kByChoice[choice];
+  }
+  if (auto tls = map.Get("tls")) {
+    ListenerTlsConfig tls_config;
+    SEPAL_CONFIG_TRY(ReadListenerTls(*tls, &tls_config));
+    listener->tls = std::move(tls_config);
+  }
+  if (auto routes = map.Get("routes"))
+    SEPAL_CONFIG_TRY(ReadRoutes(*routes, config, &listener->routes));
+  if (auto limits = map.Get("limits")) SEPAL_CONFIG_TRY(ReadLimits(*limits, &listener->limits));
+  return absl::OkStatus();
+}
+
+absl::Status Loader::ReadListenerTls(const Value& value, ListenerTlsConfig* tls) const {
+  Map map;
+  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, {"certificate", "private_key", "client_ca"}));
+  Value certificate;
+  SEPAL_CONFIG_ASSIGN(certificate, map.Require(*this, "certificate"));
+  SEPAL_CONFIG_ASSIGN(tls->certificate, ReadReadableFile(certificate));
+  Value private_key;
+  SEPAL_CONFIG_ASSIGN(private_key, map.Require(*this, "private_key"));
+  SEPAL_CONFIG_ASSIGN(tls->private_key, ReadReadableFile(private_key));
+  if (auto client_ca = map.Get("client_ca")) {
+    SEPAL_CONFIG_ASSIGN(tls->client_ca, ReadReadableFile(*client_ca));
+  }
+  return absl::OkStatus();
+}
+
+// "/svc/" and "/svc/Method" are the only shapes the router matches; anything else is a typo
+// that would otherwise turn into UNIMPLEMENTED at run time.
+absl::Status CheckRouteMatch(const std::string& match) {
+  if (match.empty() || match[0] != '/') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("route match ", Quoted(match), " must start with \"/\""));
+  }
+  if (match.find('*') != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "route match ", Quoted(match),
+        " has a wildcard; use \"/pkg.Service/\" for a whole service or \"/pkg.Service/Method\""));
+  }
+  size_t second_slash = match.find('/', 1);
+  bool ok = second_slash != std::string::npos && second_slash > 1 &&
+            match.find('/', second_slash + 1) == std::string::npos &&
+            std::none_of(match.begin(), match.end(), [](char c) { return c <= ' ' || c == 0x7f; });
+  if (!ok) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("route match ", Quoted(match),
+                     " must be \"/pkg.Service/\" (whole service) or \"/pkg.Service/Method\""));
+  }
+  return absl::OkStatus();
+}
+
+// True when every path `later` matches was already claimed by `earlier` (first match wins).
+bool Shadows(const std::string& earlier, const std::string& later) {
+  if (earlier.back() == '/') return later.compare(0, earlier.size(), earlier) == 0;
+  return earlier == later;
+}
+
+absl::Status Loader::ReadRoutes(const Value& value, const Config& config,
+                                std::vector<RouteConfig>* routes) const {
+  std::vector<Value> items;
+  SEPAL_CONFIG_ASSIGN(items, ReadList(value));
+  for (const Value& item : items) {
+    RouteConfig route;
+    SEPAL_CONFIG_TRY(ReadRoute(item, config, &route));
+    for (size_t i = 0; i < routes->size(); ++i) {
+      if (Shadows((*routes)[i].match, route.match)) {
+        return ErrorAt(
+            item.line, ChildPath(item.path, "match"),
+            absl::StrCat("route ", Quoted(route.match), " can never match: ", value.path, "[", i,
+                         "] (", Quoted((*routes)[i].match), ") comes first and wins"));
+      }
+    }
+    routes->push_back(std::move(route));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Loader::ReadRoute(const Value& value, const Config& config, RouteConfig* route) const {
+  Map map;
+  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, {"match", "upstream", "allow"}));
+  Value match;
+  SEPAL_CONFIG_ASSIGN(match, map.Require(*this, "match"));
+  SEPAL_CONFIG_ASSIGN(route->match, ReadString(match));
+  if (absl::Status status = CheckRouteMatch(route->match); !status.ok()) {
+    return Error(match, std::string(status.message()));
+  }
+  Value upstream;
+  SEPAL_CONFIG_ASSIGN(upstream, map.Require(*this, "upstream"));
+  SEPAL_CONFIG_ASSIGN(route->upstream, ReadNonEmptyString(upstream));
+  if (config.FindUpstream(route->upstream) == nullptr) {
+    std::vector<std::string> known;
+    for (const UpstreamConfig& candidate : config.upstreams) known.push_back(candidate.name);
+    std::string hint = known.empty() ? "no upstreams are defined"
+                                     : absl::StrCat("known: ", absl::StrJoin(known, ", "));
+    return Error(upstream,
+                 absl::StrCat("unknown upstream ", Quoted(route->upstream), " (", hint, ")"));
+  }
+  if (auto allow_value = map.Get("allow")) {
+    // Without an identity provider nobody is identified, so an allow rule could only ever
+    // deny everyone: almost certainly a forgotten `identity` section.
+    if (config.identity.provider == IdentityConfig::Provider::kNone) {
+      return Error(*allow_value, "allow rules need an identity section (identity.provider)");
+    }
+    AllowRules allow;
+    SEPAL_CONFIG_TRY(ReadAllow(*allow_value, &allow));
+    route->allow = std::move(allow);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Loader::ReadAllow(const Value& value, AllowRules* allow) const {
+  Map map;
+  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, {"tags", "users", "nodes", "capability"}));
+  if (auto tags = map.Get("tags")) SEPAL_CONFIG_ASSIGN(allow->tags, ReadTagList(*tags));
+  if (auto users = map.Get("users")) SEPAL_CONFIG_ASSIGN(allow->users, ReadStringList(*users));
+  if (auto nodes = map.Get("nodes")) SEPAL_CONFIG_ASSIGN(allow->nodes, ReadStringList(*nodes));
+  if (auto capability = map.Get("capability")) {
+    SEPAL_CONFIG_ASSIGN(allow->capability, ReadNonEmptyString(*capability));
+  }
+  if (allow->tags.empty() && allow->users.empty() && allow->nodes.empty() &&
+      allow->capability.empty()) {
+    return Error(value, "needs at least one of tags, users, nodes, capability");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Loader::ReadLimits(const Value& value, Http2Limits* limits) const {
+  Map map;
+  SEPAL_CONFIG_ASSIGN(
+      map, OpenMap(value, {"max_concurrent_streams", "max_header_list_bytes", "stream_window_bytes",
+                           "connection_window_bytes", "stream_reset_burst", "stream_reset_rate",
+                           "max_continuations"}));
+  constexpr uint64_t kMaxUint32 = std::numeric_limits<uint32_t>::max();
+  auto read = [&](std::string_view key, uint64_t min, uint64_t max, auto* field) -> absl::Status {
+    std::optional<Value> field_value = map.Get(key);
+    if (!field_value) return absl::OkStatus();
+    uint64_t number = 0;
+    SEPAL_CONFIG_ASSIGN(number, ReadInteger(*field_value, min, max));
+    *field = static_cast<std::remove_pointer_t<decltype(field)>>(number);
+    return absl::OkStatus();
+  };
+  SEPAL_CONFIG_TRY(read("max_concurrent_streams", 1, kMaxUint32, &limits->max_concurrent_streams));
+  SEPAL_CONFIG_TRY(read("max_header_list_bytes", kMinHeaderListBytes, kMaxUint32,
+                        &limits->max_header_list_bytes));
+  SEPAL_CONFIG_TRY(
+      read("stream_window_bytes", kMinWindowBytes, kMaxWindowBytes, &limits->stream_window_bytes));
+  SEPAL_CONFIG_TRY(read("connection_window_bytes", kMinWindowBytes, kMaxWindowBytes,
+                        &limits->connection_window_bytes));
+  SEPAL_CONFIG_TRY(read("stream_reset_burst", 1, kMaxUint32, &limits->stream_reset_burst));
+  SEPAL_CONFIG_TRY(read("stream_reset_rate", 1, kMaxUint32, &limits->stream_reset_rate));
+  // Zero is meaningful here: header blocks must then fit in a single HEADERS frame.
+  SEPAL_CONFIG_TRY(read("max_continuations", 0, 1024, &limits->max_continuations));
+  return absl::OkStatus();
+}
+
+std::string JoinOrDash(const std::vector<std::string>& items) {
+  return items.empty() ? "-" : absl::StrJoin(items, ",");
+}
+
+}  // namespace
+
+const UpstreamConfig* Config::FindUpstream(const std::string& name) const {
+  for (const UpstreamConfig& upstream : upstreams) {
+    if (upstream.name == name) return &upstream;
+  }
+  return nullptr;
+}
+
+absl::StatusOr<Config> ParseConfig(const std::string& yaml_text, const std::string& source_name) {
+  Loader loader(source_name);
+  try {
+    std::vector<YAML::Node> documents = YAML::LoadAll(yaml_text);
+    if (documents.size() > 1) {
+      return loader.ErrorAt(LineOf(documents[1], 1), "",
+                            "the file holds several YAML documents; expected one");
+    }
+    Config config;
+    SEPAL_CONFIG_TRY(loader.LoadRoot(documents.empty() ? YAML::Node() : documents[0], &config));
+    return config;
+  } catch (const YAML::Exception& e) {
+    // yaml-cpp's message already carries "line, column"; ours leads with file:line.
+    int line = e.mark.is_null() ? 1 : e.mark.line + 1;
+    std::string column = e.mark.is_null() ? "" : absl::StrCat(" (column ", e.mark.column + 1, ")");
+    return absl::InvalidArgumentError(
+        absl::StrCat(source_name, ":", line, ": YAML syntax: ", e.msg, column));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(source_name, ": cannot load config: ", e.what()));
+  }
+}
+
+absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (file == nullptr) {
+    int error = errno;
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read ", path, ": ", std::strerror(error)));
+  }
+  std::string text;
+  char buffer[8192];
+  size_t count = 0;
+  while ((count = std::fread(buffer, 1, sizeof(buffer), file)) > 0) text.append(buffer, count);
+  int error = std::ferror(file) ? errno : 0;
+  std::fclose(file);
+  if (error != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read ", path, ": ", std::strerror(error)));
+  }
+  absl::StatusOr<Config> config = ParseConfig(text, path);
+  if (config.ok()) config->source_path = path;
+  return config;
+}
+
+std::string Summarize(const Config& config) {
+  std::string out;
+  if (!config.source_path.empty()) absl::StrAppend(&out, "config: ", config.source_path, "\n");
+  absl::StrAppend(&out, "workers: ",
+                  config.workers == 0 ? std::string("one per core") : absl::StrCat(config.workers),
+                  "\n");
+  absl::StrAppend(&out, "drain_timeout: ", FormatDuration(config.drain_timeout), "\n");
+  absl::StrAppend(
+      &out, "admin: ", config.admin.address ? FormatAddress(*config.admin.address) : "off", "\n");
+  const IdentityConfig& identity = config.identity;
+  switch (identity.provider) {
+    case IdentityConfig::Provider::kNone:
+      absl::StrAppend(&out, "identity: none (routing only)\n");
+      break;
+    case IdentityConfig::Provider::kTailscale:
+      absl::StrAppend(&out, "identity: tailscale (socket ", identity.tailscale.socket,
+                      ", cache_ttl ", FormatDuration(identity.tailscale.cache_ttl),
+                      ", lookup_timeout ", FormatDuration(identity.tailscale.lookup_timeout),
+                      ")\n");
+      break;
+    case IdentityConfig::Provider::kStatic:
+      absl::StrAppend(&out, "identity: static (", identity.static_identities.size(), " entries)\n");
+      for (const StaticIdentity& entry : identity.static_identities) {
+        std::vector<std::string> capabilities;
+        for (const auto& [name, values] : entry.capabilities) capabilities.push_back(name);
+        absl::StrAppend(&out, "  ", entry.match, " -> node ", entry.node.empty() ? "-" : entry.node,
+                        ", user ", entry.user.empty() ? "-" : entry.user, ", tags ",
+                        JoinOrDash(entry.tags), ", capabilities ", JoinOrDash(capabilities), "\n");
+      }
+      break;
+  }
+  static constexpr const char* kProxyProtocolNames[] = {"none", "v1", "v2", "any"};
+  for (const ListenerConfig& listener : config.listeners) {
+    absl::StrAppend(&out, "listener ", listener.name, " on ", FormatAddress(listener.address));
+    if (listener.tls) {
+      absl::StrAppend(&out, listener.tls->client_ca.empty() ? " tls" : " tls+client-certs");
+    } else {
+      absl::StrAppend(&out, " h2c");
+    }
+    if (listener.proxy_protocol != ProxyProtocol::kNone) {
+      absl::StrAppend(&out, " proxy_protocol ",
+                      kProxyProtocolNames[static_cast<int>(listener.proxy_protocol)]);
+    }
+    absl::StrAppend(&out, "\n");
+    if (listener.routes.empty()) absl::StrAppend(&out, "  (no routes: every call UNIMPLEMENTED)\n");
+    for (const RouteConfig& route : listener.routes) {
+      absl::StrAppend(&out, "  ", route.match, " -> ", route.upstream);
+      if (!route.allow) {
+        absl::StrAppend(&out, "  allow: any identified peer\n");
+        continue;
+      }
+      std::vector<std::string> rules;
+      if (!route.allow->tags.empty())
+        rules.push_back(absl::StrCat("tags=", JoinOrDash(route.allow->tags)));
+      if (!route.allow->users.empty()) {
+        rules.push_back(absl::StrCat("users=", JoinOrDash(route.allow->users)));
+      }
+      if (!route.allow->nodes.empty()) {
+        rules.push_back(absl::StrCat("nodes=", JoinOrDash(route.allow->nodes)));
+      }
+      if (!route.allow->capability.empty()) {
+        rules.push_back(absl::StrCat("capability=", route.allow->capability));
+      }
+      absl::StrAppend(&out, "  allow: ", absl::StrJoin(rules, " | "), "\n");
+    }
+  }
+  for (const UpstreamConfig& upstream : config.upstreams) {
+    absl::StrAppend(&out, "upstream ", upstream.name, " at ", FormatAddress(upstream.address));
+    if (upstream.tls) {
+      absl::StrAppend(&out, " tls");
+      if (!upstream.tls->server_name.empty()) {
+        absl::StrAppend(&out, " server_name ", upstream.tls->server_name);
+      }
+    }
+    absl::StrAppend(&out, ", connect_timeout ", FormatDuration(upstream.connect_timeout), "\n");
+  }
+  return out;
+}
+
+absl::StatusOr<Duration> ParseDuration(const std::string& text) {
+  if (text.empty()) return absl::InvalidArgumentError("empty duration");
+  struct Unit {
+    std::string_view name;
+    uint64_t microseconds;
+  };
+  // Longest names first so "ms" is not read as "m" followed by garbage.
+  static constexpr Unit kUnits[] = {
+      {"us", 1}, {"ms", 1000}, {"h", 3600000000ULL}, {"m", 60000000ULL}, {"s", 1000000ULL}};
+  // A week is far beyond any sensible timeout and keeps the arithmetic clear of overflow.
+  constexpr uint64_t kMaxMicroseconds = 7ULL * 24 * 3600 * 1000000;
+  std::string_view rest = text;
+  uint64_t total = 0;
+  while (!rest.empty()) {
+    size_t digits = 0;
+    while (digits < rest.size() && rest[digits] >= '0' && rest[digits] <= '9') ++digits;
+    if (digits == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bad duration ", Quoted(text),
+                       " (expected a number and a unit, e.g. 30s, 500ms, 1m30s)"));
+    }
+    std::optional<uint64_t> number = ParseDecimal(rest.substr(0, digits), kMaxMicroseconds);
+    rest.remove_prefix(digits);
+    if (rest.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("duration ", Quoted(text), " is missing a unit (us, ms, s, m or h), e.g. ",
+                       std::string(text), "s"));
+    }
+    const Unit* unit = nullptr;
+    for (const Unit& candidate : kUnits) {
+      if (rest.substr(0, candidate.name.size()) == candidate.name) {
+        unit = &candidate;
+        break;
+      }
+    }
+    if (unit == nullptr) {
+      size_t length = 0;
+      while (length < rest.size() && !(rest[length] >= '0' && rest[length] <= '9')) ++length;
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown unit ", Quoted(std::string(rest.substr(0, length))),
+                       " in duration ", Quoted(text), " (use us, ms, s, m or h)"));
+    }
+    rest.remove_prefix(unit->name.size());
+    if (!number || *number > kMaxMicroseconds / unit->microseconds ||
+        total + *number * unit->microseconds > kMaxMicroseconds) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("duration ", Quoted(text), " is too long (at most 168h)"));
+    }
+    total += *number * unit->microseconds;
+  }
+  if (total == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("duration ", Quoted(text), " must be positive"));
+  }
+  // Sub-millisecond durations round up, so "250us" still means "wait", not "never wait".
+  return Duration((total + 999) / 1000);
+}
+
+absl::StatusOr<SocketAddress> ParseSocketAddress(const std::string& text) {
+  SocketAddress address;
+  address.text = text;
+  if (text.empty()) return absl::InvalidArgumentError("empty address");
+  if (text.compare(0, 5, "unix:") == 0) {
+    address.kind = SocketAddress::Kind::kUnix;
+    address.path = text.substr(5);
+    if (address.path.empty()) {
+      return absl::InvalidArgumentError("unix address needs a path, e.g. unix:/run/flower.sock");
+    }
+    if (address.path.size() > kMaxUnixPathBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unix socket path is longer than ", kMaxUnixPathBytes, " bytes"));
+    }
+    return address;
+  }
+  address.kind = SocketAddress::Kind::kTcp;
+  std::string port;
+  if (text[0] == '[') {
+    size_t close = text.find(']');
+    if (close == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("missing \"]\" in ", Quoted(text)));
+    }
+    address.host = text.substr(1, close - 1);
+    if (!IsIPv6(address.host)) {
+      return absl::InvalidArgumentError(absl::StrCat("bad IPv6 address ", Quoted(address.host)));
+    }
+    if (close + 1 >= text.size() || text[close + 1] != ':') {
+      return absl::InvalidArgumentError(
+          absl::StrCat("missing port in ", Quoted(text), " (expected [addr]:port)"));
+    }
+    port = text.substr(close + 2);
+  } else {
+    size_t colon = text.rfind(':');
+    if (colon == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "missing port in ", Quoted(text), " (expected host:port, [addr]:port or unix:/path)"));
+    }
+    address.host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    if (absl::Status status = CheckHostName(address.host); !status.ok()) return status;
+  }
+  if (port.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("missing port in ", Quoted(text)));
+  }
+  std::optional<uint64_t> number = ParseDecimal(port, 65535);
+  if (!number) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("port ", Quoted(port), " must be a number between 0 and 65535"));
+  }
+  address.port = static_cast<uint16_t>(*number);
+  return address;
+}
+
+}  // namespace sepal::config
+
+#undef SEPAL_CONFIG_TRY
+#undef SEPAL_CONFIG_ASSIGN
