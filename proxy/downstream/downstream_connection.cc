@@ -59,7 +59,9 @@ void DownstreamConnection::Start() {
     return;
   }
   worker_.Register(this);
-  StartIo();
+  // Our SETTINGS wait for the client's preface, so a client that is not speaking HTTP/2
+  // gets a plain answer instead of binary frames.
+  StartIo(/*speak_first=*/false);
 }
 
 bool DownstreamConnection::OnFirstBytes(const uint8_t* data, size_t length) {

@@ -21,9 +21,9 @@ Http2Connection::~Http2Connection() {
   if (session_ != nullptr) nghttp2_session_del(session_);
 }
 
-void Http2Connection::StartIo() {
+void Http2Connection::StartIo(bool speak_first) {
   DoRead();
-  Flush();
+  if (speak_first) Flush();
 }
 
 void Http2Connection::DoRead() {

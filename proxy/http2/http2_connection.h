@@ -33,8 +33,9 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
  protected:
   Http2Connection(Worker& worker, Socket socket);
 
-  // Starts the read loop and sends the initial frames (preface/SETTINGS).
-  void StartIo();
+  // Starts the read loop. With `speak_first` the initial frames (preface, SETTINGS) go out
+  // now; otherwise with the first reply, after OnFirstBytes vetted the peer's first bytes.
+  void StartIo(bool speak_first);
   void Flush();
   // Idempotent: closes the socket, then calls OnClose() once. Never call from inside this
   // connection's own nghttp2 callbacks (return NGHTTP2_ERR_CALLBACK_FAILURE there instead).

@@ -91,7 +91,7 @@ void UpstreamConnection::OnConnected() {
   std::vector<ProxyStream*> pending;
   pending.swap(pending_);
   for (ProxyStream* stream : pending) stream->AttachUpstream(*this);
-  StartIo();
+  StartIo(/*speak_first=*/true);
 }
 
 void UpstreamConnection::Add(ProxyStream* stream) {
