@@ -1,0 +1,499 @@
+// Stand-in Flower SuperLink: synchronous grpc++ handlers whose behaviour each request chooses.
+#include "tests/support/fake_superlink.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <iostream>
+#include <map>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/escaping.h"
+#include "tests/proto/control.grpc.pb.h"
+#include "tests/proto/echo.grpc.pb.h"
+#include "tests/proto/fleet.grpc.pb.h"
+
+namespace sepal::test {
+
+class CallCounters {
+ public:
+  void RecordCall(const std::string& full_method) {
+    {
+      std::lock_guard lock(mutex_);
+      ++calls_[full_method];
+      ++total_calls_;
+    }
+    changed_.notify_all();
+  }
+
+  void RecordCancelled(const std::string& full_method) {
+    {
+      std::lock_guard lock(mutex_);
+      ++cancelled_[full_method];
+      ++total_cancelled_;
+    }
+    changed_.notify_all();
+  }
+
+  int CallCount(const std::string& full_method) const {
+    std::lock_guard lock(mutex_);
+    return Lookup(calls_, full_method);
+  }
+
+  int TotalCallCount() const {
+    std::lock_guard lock(mutex_);
+    return total_calls_;
+  }
+
+  int CancelledCount() const {
+    std::lock_guard lock(mutex_);
+    return total_cancelled_;
+  }
+
+  int CancelledCount(const std::string& full_method) const {
+    std::lock_guard lock(mutex_);
+    return Lookup(cancelled_, full_method);
+  }
+
+  bool WaitForCallCount(const std::string& full_method, int n,
+                        std::chrono::milliseconds timeout) const {
+    std::unique_lock lock(mutex_);
+    return changed_.wait_for(lock, timeout, [&] { return Lookup(calls_, full_method) >= n; });
+  }
+
+  bool WaitForCancelled(int n, std::chrono::milliseconds timeout) const {
+    std::unique_lock lock(mutex_);
+    return changed_.wait_for(lock, timeout, [&] { return total_cancelled_ >= n; });
+  }
+
+ private:
+  static int Lookup(const std::map<std::string, int>& counts, const std::string& key) {
+    auto it = counts.find(key);
+    return it == counts.end() ? 0 : it->second;
+  }
+
+  mutable std::mutex mutex_;
+  mutable std::condition_variable changed_;
+  std::map<std::string, int> calls_;
+  std::map<std::string, int> cancelled_;
+  int total_calls_ = 0;
+  int total_cancelled_ = 0;
+};
+
+namespace {
+
+using flwr::proto::ControlRequest;
+using flwr::proto::ControlResponse;
+using flwr::proto::FleetRequest;
+using flwr::proto::FleetResponse;
+using grpc::ServerContext;
+using grpc::Status;
+
+// How often a sleeping handler checks whether its call was cancelled.
+constexpr auto kCancelPollInterval = std::chrono::milliseconds(5);
+
+bool IsBinaryKey(std::string_view key) { return key.ends_with("-bin"); }
+
+std::string_view View(grpc::string_ref ref) { return {ref.data(), ref.size()}; }
+
+template <typename RepeatedStrings>
+void ReportMetadata(const ServerContext& context, RepeatedStrings* lines) {
+  for (const auto& [key, value] : context.client_metadata()) {
+    lines->Add(FakeSuperLink::FormatMetadata(View(key), View(value)));
+  }
+}
+
+// grpc++ hands unary requests to handlers read-only, but the message is a mutable object that
+// dies with the call: moving its payload out saves a copy of up to 600 MiB.
+template <typename Request>
+std::string TakePayload(const Request& request) {
+  return std::move(*const_cast<Request&>(request).mutable_payload());
+}
+
+// Sleeps `ms`, waking early when the call is cancelled. Returns false if it was.
+bool SleepUnlessCancelled(ServerContext* context, uint32_t ms) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  while (!context->IsCancelled()) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return true;
+    std::this_thread::sleep_for(
+        std::min<std::chrono::steady_clock::duration>(deadline - now, kCancelPollInterval));
+  }
+  return false;
+}
+
+Status Cancelled() { return Status(grpc::StatusCode::CANCELLED, "cancelled by the client"); }
+
+// Adds every client metadata entry as trailing metadata "echo-<key>"; binary keys keep
+// their "-bin" suffix, so grpc carries their values base64-encoded and decodes them again.
+void EchoMetadataAsTrailers(ServerContext* context) {
+  for (const auto& [key, value] : context->client_metadata()) {
+    context->AddTrailingMetadata("echo-" + std::string(View(key)), std::string(View(value)));
+  }
+}
+
+// Per-call bookkeeping every handler starts with: counts the call, marks the reply as coming
+// from the stand-in with initial metadata "x-superlink: stand-in", and on the way out records
+// whether the call was cancelled meanwhile. Without `tag_reply` grpc can answer trailers-only.
+class CallScope {
+ public:
+  CallScope(CallCounters& counters, ServerContext* context, std::string full_method,
+            bool tag_reply = true)
+      : counters_(counters), context_(context), full_method_(std::move(full_method)) {
+    counters_.RecordCall(full_method_);
+    if (tag_reply) context_->AddInitialMetadata("x-superlink", "stand-in");
+  }
+  CallScope(const CallScope&) = delete;
+  CallScope& operator=(const CallScope&) = delete;
+  ~CallScope() {
+    if (context_->IsCancelled()) counters_.RecordCancelled(full_method_);
+  }
+
+ private:
+  CallCounters& counters_;
+  ServerContext* context_;
+  std::string full_method_;
+};
+
+// flwr.proto.Fleet: every method echoes node and payload; CreateNode assigns a fresh node id.
+class FleetService final : public flwr::proto::Fleet::Service {
+ public:
+  explicit FleetService(CallCounters& counters) : counters_(counters) {}
+
+  Status CreateNode(ServerContext* c, const FleetRequest* q, FleetResponse* r) override {
+    Status status = Reply("CreateNode", c, *q, r);
+    r->mutable_node()->set_node_id(next_node_id_.fetch_add(1));
+    return status;
+  }
+  Status DeleteNode(ServerContext* c, const FleetRequest* q, FleetResponse* r) override {
+    return Reply("DeleteNode", c, *q, r);
+  }
+  Status SendNodeHeartbeat(ServerContext* c, const FleetRequest* q, FleetResponse* r) override {
+    return Reply("SendNodeHeartbeat", c, *q, r);
+  }
+  Status Ping(ServerContext* c, const FleetRequest* q, FleetResponse* r) override {
+    return Reply("Ping", c, *q, r);
+  }
+  Status PullMessages(ServerContext* c, const FleetRequest* q, FleetResponse* r) override {
+    return Reply("PullMessages", c, *q, r);
+  }
+  Status PushMessages(ServerContext* c, const FleetRequest* q, FleetResponse* r) override {
+    return Reply("PushMessages", c, *q, r);
+  }
+  Status GetRun(ServerContext* c, const FleetRequest* q, FleetResponse* r) override {
+    return Reply("GetRun", c, *q, r);
+  }
+  Status GetFab(ServerContext* c, const FleetRequest* q, FleetResponse* r) override {
+    return Reply("GetFab", c, *q, r);
+  }
+  Status PullObject(ServerContext* c, const FleetRequest* q, FleetResponse* r) override {
+    return Reply("PullObject", c, *q, r);
+  }
+  Status PushObject(ServerContext* c, const FleetRequest* q, FleetResponse* r) override {
+    return Reply("PushObject", c, *q, r);
+  }
+  Status ConfirmMessageReceived(ServerContext* c, const FleetRequest* q,
+                                FleetResponse* r) override {
+    return Reply("ConfirmMessageReceived", c, *q, r);
+  }
+  Status PullTaskIns(ServerContext* c, const FleetRequest* q, FleetResponse* r) override {
+    return Reply("PullTaskIns", c, *q, r);
+  }
+  Status PushTaskRes(ServerContext* c, const FleetRequest* q, FleetResponse* r) override {
+    return Reply("PushTaskRes", c, *q, r);
+  }
+
+ private:
+  Status Reply(std::string_view method, ServerContext* context, const FleetRequest& request,
+               FleetResponse* response) {
+    CallScope call(counters_, context, "/flwr.proto.Fleet/" + std::string(method));
+    *response->mutable_node() = request.node();
+    response->set_payload(TakePayload(request));
+    ReportMetadata(*context, response->mutable_seen_metadata());
+    return Status::OK;
+  }
+
+  CallCounters& counters_;
+  std::atomic<uint64_t> next_node_id_{1};
+};
+
+// flwr.proto.Control and its older name flwr.proto.Exec: unary methods echo run id and
+// payload; StreamLogs sends `log_lines` lines `interval_ms` apart.
+template <typename BaseService>
+class ControlService final : public BaseService {
+ public:
+  ControlService(CallCounters& counters, std::string service_name)
+      : counters_(counters), prefix_("/" + std::move(service_name) + "/") {}
+
+  Status StartRun(ServerContext* c, const ControlRequest* q, ControlResponse* r) override {
+    return Reply("StartRun", c, *q, r);
+  }
+  Status StopRun(ServerContext* c, const ControlRequest* q, ControlResponse* r) override {
+    return Reply("StopRun", c, *q, r);
+  }
+  Status ListRuns(ServerContext* c, const ControlRequest* q, ControlResponse* r) override {
+    return Reply("ListRuns", c, *q, r);
+  }
+  Status GetLoginDetails(ServerContext* c, const ControlRequest* q, ControlResponse* r) override {
+    return Reply("GetLoginDetails", c, *q, r);
+  }
+  Status GetAuthTokens(ServerContext* c, const ControlRequest* q, ControlResponse* r) override {
+    return Reply("GetAuthTokens", c, *q, r);
+  }
+
+  Status StreamLogs(ServerContext* context, const ControlRequest* request,
+                    grpc::ServerWriter<ControlResponse>* writer) override {
+    CallScope call(counters_, context, prefix_ + "StreamLogs");
+    for (uint32_t line = 0; line < request->log_lines(); ++line) {
+      if (line > 0 && !SleepUnlessCancelled(context, request->interval_ms())) return Cancelled();
+      ControlResponse response;
+      response.set_run_id(request->run_id());
+      response.set_log_output("log line " + std::to_string(line + 1) + " of " +
+                              std::to_string(request->log_lines()));
+      if (line == 0) ReportMetadata(*context, response.mutable_seen_metadata());
+      if (!writer->Write(response)) return Cancelled();
+    }
+    return Status::OK;
+  }
+
+ private:
+  Status Reply(std::string_view method, ServerContext* context, const ControlRequest& request,
+               ControlResponse* response) {
+    CallScope call(counters_, context, prefix_ + std::string(method));
+    response->set_run_id(request.run_id());
+    response->set_payload(TakePayload(request));
+    ReportMetadata(*context, response->mutable_seen_metadata());
+    return Status::OK;
+  }
+
+  CallCounters& counters_;
+  const std::string prefix_;
+};
+
+// The reply payload a request asks for: `response_size` generated bytes, else `echoed`.
+std::string ReplyPayload(const EchoRequest& request, std::string echoed) {
+  if (request.response_size() > 0) return FakeSuperLink::MakePayload(request.response_size());
+  return echoed;
+}
+
+Status RequestedStatus(const EchoRequest& request) {
+  return Status(static_cast<grpc::StatusCode>(request.status_code()), request.status_message());
+}
+
+// sepal.test.Echo: every gRPC call kind, driven by the fields of EchoRequest. A non-zero
+// status_code ends the call with that status after the replies the request asked for.
+class EchoService final : public sepal::test::Echo::Service {
+ public:
+  explicit EchoService(CallCounters& counters) : counters_(counters) {}
+
+  Status Unary(ServerContext* context, const EchoRequest* request,
+               EchoResponse* response) override {
+    // Initial metadata makes grpc send a HEADERS frame of its own, so an immediate error
+    // goes without it: that is how tests get a trailers-only reply from the upstream.
+    const bool trailers_only = request->status_code() != 0 && request->sleep_ms() == 0;
+    CallScope call(counters_, context, "/sepal.test.Echo/Unary", !trailers_only);
+    if (!SleepUnlessCancelled(context, request->sleep_ms())) return Cancelled();
+    if (request->echo_metadata()) EchoMetadataAsTrailers(context);
+    if (request->status_code() != 0) return RequestedStatus(*request);
+    response->set_payload(ReplyPayload(*request, TakePayload(*request)));
+    ReportMetadata(*context, response->mutable_seen_metadata());
+    return Status::OK;
+  }
+
+  // Reads everything, then replies once; the first request decides sleep, status, trailers
+  // and the reply size. received_bytes counts payload bytes.
+  Status ClientStream(ServerContext* context, grpc::ServerReader<EchoRequest>* reader,
+                      EchoResponse* response) override {
+    CallScope call(counters_, context, "/sepal.test.Echo/ClientStream");
+    EchoRequest first;
+    EchoRequest request;
+    uint64_t bytes = 0;
+    uint32_t messages = 0;
+    while (reader->Read(&request)) {
+      bytes += request.payload().size();
+      if (messages++ == 0) {
+        request.clear_payload();  // only its instructions are needed later
+        first = std::move(request);
+      }
+    }
+    if (context->IsCancelled()) return Cancelled();
+    if (!SleepUnlessCancelled(context, first.sleep_ms())) return Cancelled();
+    if (first.echo_metadata()) EchoMetadataAsTrailers(context);
+    if (first.status_code() != 0) return RequestedStatus(first);
+    response->set_payload(ReplyPayload(first, {}));
+    response->set_received_bytes(bytes);
+    response->set_received_messages(messages);
+    ReportMetadata(*context, response->mutable_seen_metadata());
+    return Status::OK;
+  }
+
+  // `response_count` replies, each after `sleep_ms`; only the first carries seen_metadata.
+  Status ServerStream(ServerContext* context, const EchoRequest* request,
+                      grpc::ServerWriter<EchoResponse>* writer) override {
+    CallScope call(counters_, context, "/sepal.test.Echo/ServerStream");
+    if (request->echo_metadata()) EchoMetadataAsTrailers(context);
+    EchoResponse response;
+    response.set_payload(ReplyPayload(*request, TakePayload(*request)));
+    for (uint32_t i = 0; i < request->response_count(); ++i) {
+      if (!SleepUnlessCancelled(context, request->sleep_ms())) return Cancelled();
+      if (i == 0) ReportMetadata(*context, response.mutable_seen_metadata());
+      if (!writer->Write(response)) return Cancelled();
+      if (i == 0) response.clear_seen_metadata();
+    }
+    if (request->status_code() != 0) return RequestedStatus(*request);
+    return Status::OK;
+  }
+
+  // Answers each request as it arrives, in order; ends when the client half-closes, or with
+  // the status of the first request that sets status_code.
+  Status Bidi(ServerContext* context,
+              grpc::ServerReaderWriter<EchoResponse, EchoRequest>* stream) override {
+    CallScope call(counters_, context, "/sepal.test.Echo/Bidi");
+    EchoRequest request;
+    EchoResponse response;
+    uint64_t bytes = 0;
+    uint32_t messages = 0;
+    bool metadata_echoed = false;
+    while (stream->Read(&request)) {
+      bytes += request.payload().size();
+      ++messages;
+      if (!SleepUnlessCancelled(context, request.sleep_ms())) return Cancelled();
+      if (request.echo_metadata() && !metadata_echoed) {
+        EchoMetadataAsTrailers(context);
+        metadata_echoed = true;
+      }
+      if (request.status_code() != 0) return RequestedStatus(request);
+      response.Clear();
+      response.set_payload(ReplyPayload(request, std::move(*request.mutable_payload())));
+      response.set_received_bytes(bytes);
+      response.set_received_messages(messages);
+      if (messages == 1) ReportMetadata(*context, response.mutable_seen_metadata());
+      if (!stream->Write(response)) return Cancelled();
+    }
+    if (context->IsCancelled()) return Cancelled();
+    return Status::OK;
+  }
+
+ private:
+  CallCounters& counters_;
+};
+
+bool IsUnixAddress(std::string_view address) {
+  return address.starts_with("unix:") || address.starts_with("unix-abstract:");
+}
+
+// "127.0.0.1:0" -> "127.0.0.1:41234": the address a client dials to reach the chosen port.
+std::string DialableAddress(const std::string& requested, int selected_port) {
+  if (IsUnixAddress(requested)) return requested;
+  const auto colon = requested.rfind(':');
+  if (colon == std::string::npos) return requested;
+  return requested.substr(0, colon + 1) + std::to_string(selected_port);
+}
+
+}  // namespace
+
+FakeSuperLink::FakeSuperLink() : counters_(std::make_unique<CallCounters>()) {}
+
+FakeSuperLink::~FakeSuperLink() { Shutdown(); }
+
+std::unique_ptr<FakeSuperLink> FakeSuperLink::Start(const std::string& address) {
+  Options options;
+  options.addresses.push_back(address);
+  return Start(std::move(options));
+}
+
+std::unique_ptr<FakeSuperLink> FakeSuperLink::Start(Options options) {
+  if (options.addresses.empty()) {
+    std::cerr << "FakeSuperLink: no address to listen on\n";
+    return nullptr;
+  }
+  std::unique_ptr<FakeSuperLink> link(new FakeSuperLink());
+  link->shutdown_grace_ = options.shutdown_grace;
+  CallCounters& counters = *link->counters_;
+  link->services_.push_back(std::make_unique<FleetService>(counters));
+  link->services_.push_back(std::make_unique<ControlService<flwr::proto::Control::Service>>(
+      counters, "flwr.proto.Control"));
+  link->services_.push_back(
+      std::make_unique<ControlService<flwr::proto::Exec::Service>>(counters, "flwr.proto.Exec"));
+  link->services_.push_back(std::make_unique<EchoService>(counters));
+
+  grpc::ServerBuilder builder;
+  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  builder.SetMaxSendMessageSize(kMaxMessageBytes);
+  // A port already in use must fail loudly instead of splitting connections with its owner.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  if (options.threads > 0) {
+    builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::NUM_CQS, options.threads);
+  }
+  std::vector<int> selected_ports(options.addresses.size(), 0);
+  for (std::size_t i = 0; i < options.addresses.size(); ++i) {
+    builder.AddListeningPort(options.addresses[i], grpc::InsecureServerCredentials(),
+                             &selected_ports[i]);
+  }
+  for (const auto& service : link->services_) builder.RegisterService(service.get());
+
+  link->server_ = builder.BuildAndStart();
+  if (!link->server_) {
+    std::cerr << "FakeSuperLink: cannot start a server on the given addresses\n";
+    return nullptr;
+  }
+  for (std::size_t i = 0; i < options.addresses.size(); ++i) {
+    if (selected_ports[i] == 0) {
+      std::cerr << "FakeSuperLink: cannot listen on " << options.addresses[i] << "\n";
+      return nullptr;  // the destructor shuts down what did start
+    }
+    const bool tcp = !IsUnixAddress(options.addresses[i]);
+    if (tcp && link->port_ == 0) link->port_ = selected_ports[i];
+    link->addresses_.push_back(DialableAddress(options.addresses[i], tcp ? selected_ports[i] : 0));
+  }
+  return link;
+}
+
+void FakeSuperLink::Shutdown() {
+  std::lock_guard lock(shutdown_mutex_);
+  if (shut_down_ || !server_) return;
+  shut_down_ = true;
+  server_->Shutdown(std::chrono::system_clock::now() + shutdown_grace_);
+  server_->Wait();
+}
+
+int FakeSuperLink::CallCount(const std::string& full_method) const {
+  return counters_->CallCount(full_method);
+}
+
+int FakeSuperLink::TotalCallCount() const { return counters_->TotalCallCount(); }
+
+bool FakeSuperLink::WaitForCallCount(const std::string& full_method, int n,
+                                     std::chrono::milliseconds timeout) const {
+  return counters_->WaitForCallCount(full_method, n, timeout);
+}
+
+int FakeSuperLink::CancelledCount() const { return counters_->CancelledCount(); }
+
+int FakeSuperLink::CancelledCount(const std::string& full_method) const {
+  return counters_->CancelledCount(full_method);
+}
+
+bool FakeSuperLink::WaitForCancelled(int n, std::chrono::milliseconds timeout) const {
+  return counters_->WaitForCancelled(n, timeout);
+}
+
+std::string FakeSuperLink::FormatMetadata(std::string_view key, std::string_view value) {
+  std::string line(key);
+  line += '=';
+  line += IsBinaryKey(key) ? absl::Base64Escape(absl::string_view(value.data(), value.size()))
+                           : std::string(value);
+  return line;
+}
+
+std::string FakeSuperLink::MakePayload(std::size_t size) {
+  std::string payload(size, '\0');
+  for (std::size_t i = 0; i < size; ++i) payload[i] = static_cast<char>('a' + i % 26);
+  return payload;
+}
+
+}  // namespace sepal::test
