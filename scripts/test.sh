@@ -6,7 +6,6 @@ cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 
-export CCACHE_DIR="${CCACHE_DIR:-$PWD/.cache/ccache}"
 jobs="${SEPAL_JOBS:-2}"
 cmake --preset default >/dev/null
 cmake --build --preset default -j "$jobs"

@@ -38,14 +38,16 @@ ProxyStream::ProxyStream(DownstreamConnection& downstream, int32_t stream_id)
 ProxyStream::~ProxyStream() { DetachUpstream(NGHTTP2_CANCEL); }
 
 void ProxyStream::DetachUpstream(uint32_t reset_code) {
+  // Also covers a stream still queued on a connecting connection (upstream_id_ == -1).
   if (upstream_ != nullptr) {
     upstream_->Detach(this, upstream_id_, reset_code);
     upstream_ = nullptr;
   }
-  if (queued_in_pool_) {
-    // Still waiting for a connection: the pool's connection forgets it.
-    queued_in_pool_ = false;
-  }
+  upstream_id_ = -1;
+}
+
+void ProxyStream::OnQueued(UpstreamConnection& upstream) {
+  upstream_ = &upstream;
   upstream_id_ = -1;
 }
 
@@ -94,7 +96,6 @@ void ProxyStream::OnRequestTrailer(nghttp2_rcbuf* name, nghttp2_rcbuf* value, ui
 
 void ProxyStream::Dispatch() {
   ++attempts_;
-  queued_in_pool_ = true;
   downstream_.worker().upstream_pool(route_->upstream_index).Dispatch(this);
 }
 
@@ -142,7 +143,7 @@ void ProxyStream::DropRequestBody() {
 // ---------------------------------------------------------------- upstream events
 
 void ProxyStream::AttachUpstream(UpstreamConnection& upstream) {
-  queued_in_pool_ = false;
+  upstream_ = nullptr;
   if (response_finished_) return;
   bool has_body = !request_ended_ || !request_body_.empty();
   std::vector<nghttp2_nv> nv = request_headers_.ToNv();
@@ -249,7 +250,6 @@ void ProxyStream::OnUpstreamStreamClosed(uint32_t error_code) {
 }
 
 void ProxyStream::OnUpstreamFailed(std::string_view why, bool refused) {
-  queued_in_pool_ = false;
   upstream_ = nullptr;
   upstream_id_ = -1;
   if (response_finished_) return;

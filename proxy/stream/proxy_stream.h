@@ -43,6 +43,8 @@ class ProxyStream {
   void OnDownstreamClosed(uint32_t error_code);
 
   // --- Events from the upstream pool and session.
+  // The stream waits in `upstream`'s queue until that connection is up.
+  void OnQueued(UpstreamConnection& upstream);
   // The connection is ready for this stream: submit the request on it.
   void AttachUpstream(UpstreamConnection& upstream);
   void OnResponseHeader(nghttp2_rcbuf* name, nghttp2_rcbuf* value, uint8_t flags,
@@ -78,6 +80,7 @@ class ProxyStream {
 
   DownstreamConnection& downstream_;
   const int32_t downstream_id_;
+  // The upstream connection carrying (upstream_id_ > 0) or queueing (-1) this stream.
   UpstreamConnection* upstream_ = nullptr;
   int32_t upstream_id_ = -1;
   const Route* route_ = nullptr;
@@ -103,7 +106,6 @@ class ProxyStream {
   bool upstream_send_deferred_ = false;
   bool downstream_send_deferred_ = false;
   bool local_trailers_pending_ = false;
-  bool queued_in_pool_ = false;
   int attempts_ = 0;
   grpc::StatusCode local_code_ = grpc::StatusCode::kOk;
   std::string local_message_;

@@ -100,6 +100,7 @@ void UpstreamConnection::Add(ProxyStream* stream) {
     ScheduleFlush();
   } else {
     pending_.push_back(stream);
+    stream->OnQueued(*this);
   }
 }
 

@@ -8,13 +8,22 @@ namespace {
 
 config::Config MakeConfig() {
   config::Config config;
-  config.upstreams.push_back({.name = "fleet"});
-  config.upstreams.push_back({.name = "control"});
+  for (const char* name : {"fleet", "control"}) {
+    config::UpstreamConfig upstream;
+    upstream.name = name;
+    config.upstreams.push_back(upstream);
+  }
   config::ListenerConfig listener;
   listener.name = "main";
-  listener.routes.push_back({.match = "/flwr.proto.Fleet/DeleteNode", .upstream = "control"});
-  listener.routes.push_back({.match = "/flwr.proto.Fleet/", .upstream = "fleet"});
-  listener.routes.push_back({.match = "/flwr.proto.Control/StreamLogs", .upstream = "control"});
+  auto add_route = [&](const char* match, const char* upstream) {
+    config::RouteConfig route;
+    route.match = match;
+    route.upstream = upstream;
+    listener.routes.push_back(route);
+  };
+  add_route("/flwr.proto.Fleet/DeleteNode", "control");
+  add_route("/flwr.proto.Fleet/", "fleet");
+  add_route("/flwr.proto.Control/StreamLogs", "control");
   config.listeners.push_back(listener);
   return config;
 }
