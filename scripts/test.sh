@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 
+# Fresh clones live in new directories: let ccache reuse objects across them.
+export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=true
 jobs="${SEPAL_JOBS:-2}"
 cmake --preset default >/dev/null
 cmake --build --preset default -j "$jobs"
