@@ -7,6 +7,7 @@
 #include "proxy/common/strings.h"
 #include "proxy/http2/session_options.h"
 #include "proxy/listener/listener.h"
+#include "proxy/listener/proxy_protocol.h"
 #include "proxy/stream/proxy_stream.h"
 #include "proxy/worker/worker.h"
 
@@ -30,15 +31,76 @@ bool LooksLikeHttp1(const uint8_t* data, size_t length) {
 }  // namespace
 
 DownstreamConnection::DownstreamConnection(Worker& worker, Listener& listener, Socket socket,
-                                           std::string peer)
+                                           identity::PeerAddress peer)
     : Http2Connection(worker, std::move(socket)),
       listener_(listener),
       config_(worker.config()),
-      peer_(std::move(peer)) {}
+      peer_address_(std::move(peer)),
+      peer_(peer_address_.ToString()) {}
 
 DownstreamConnection::~DownstreamConnection() = default;
 
 void DownstreamConnection::Start() {
+  worker_.Register(this);
+  if (listener_.config().proxy_protocol != config::ProxyProtocol::kNone) {
+    ReadProxyHeader();
+    return;
+  }
+  StartHttp2({});
+}
+
+void DownstreamConnection::ReadProxyHeader() {
+  auto self = std::static_pointer_cast<DownstreamConnection>(shared_from_this());
+  if (!proxy_header_timer_) {
+    proxy_header_timer_ = std::make_unique<boost::asio::steady_timer>(
+        worker_.io(), std::chrono::seconds(5));
+    proxy_header_timer_->async_wait([self](boost::system::error_code ec) {
+      if (ec || self->closed() || self->session_ != nullptr) return;
+      LogWarning("listener ", self->listener_.name(), ": ", self->peer_,
+                 ": no complete PROXY protocol header within 5 s; closing");
+      self->Close("PROXY header timeout");
+    });
+  }
+  size_t old_size = proxy_header_buffer_.size();
+  proxy_header_buffer_.resize(old_size + 512);
+  socket_.async_read_some(
+      boost::asio::buffer(proxy_header_buffer_.data() + old_size, 512),
+      [self, old_size](boost::system::error_code ec, size_t n) {
+        if (self->closed()) return;
+        self->proxy_header_buffer_.resize(old_size + n);
+        if (ec) {
+          self->Close("closed before the PROXY header");
+          return;
+        }
+        const auto* data = reinterpret_cast<const uint8_t*>(self->proxy_header_buffer_.data());
+        ProxyParseResult parsed = ParseProxyHeader(data, self->proxy_header_buffer_.size(),
+                                                   self->listener_.config().proxy_protocol);
+        switch (parsed.status) {
+          case ProxyParseStatus::kNeedMore:
+            self->ReadProxyHeader();
+            return;
+          case ProxyParseStatus::kError:
+            LogWarning("listener ", self->listener_.name(), ": ", self->peer_,
+                       ": bad PROXY protocol header: ", parsed.error, "; closing");
+            self->Close("bad PROXY header");
+            return;
+          case ProxyParseStatus::kDone:
+            break;
+        }
+        self->proxy_header_timer_->cancel();
+        if (!parsed.header.local) {
+          self->peer_address_ = {parsed.header.source_ip, parsed.header.source_port};
+          self->peer_ = self->peer_address_.ToString();
+        }
+        std::string rest = self->proxy_header_buffer_.substr(parsed.header.header_length);
+        self->proxy_header_buffer_.clear();
+        self->proxy_header_buffer_.shrink_to_fit();
+        self->StartHttp2(rest);
+      });
+}
+
+void DownstreamConnection::StartHttp2(std::string_view initial_bytes) {
+  BeginIdentityLookup();
   nghttp2_session_callbacks* callbacks = nullptr;
   nghttp2_session_callbacks_new(&callbacks);
   nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, &OnBeginHeaders);
@@ -58,10 +120,47 @@ void DownstreamConnection::Start() {
     Close("session setup failed");
     return;
   }
-  worker_.Register(this);
   // Our SETTINGS wait for the client's preface, so a client that is not speaking HTTP/2
   // gets a plain answer instead of binary frames.
-  StartIo(/*speak_first=*/false);
+  StartIo(/*speak_first=*/false, initial_bytes);
+}
+
+void DownstreamConnection::BeginIdentityLookup() {
+  identity::IdentityProvider* provider = worker_.identity_provider();
+  if (provider == nullptr) return;
+  identity_state_ = IdentityState::kPending;
+  std::weak_ptr<Http2Connection> weak = shared_from_this();
+  provider->Lookup(peer_address_, worker_.io().get_executor(),
+                   [weak](identity::LookupResult result) {
+                     auto self = std::static_pointer_cast<DownstreamConnection>(weak.lock());
+                     if (self && !self->closed()) self->OnIdentity(std::move(result));
+                   });
+}
+
+void DownstreamConnection::OnIdentity(identity::LookupResult result) {
+  lookup_ = std::move(result);
+  identity_state_ = IdentityState::kReady;
+  switch (lookup_.kind) {
+    case identity::LookupResult::Kind::kFound:
+      identity_headers_ = std::make_unique<filters::IdentityHeaders>(*lookup_.identity);
+      LogDebug("listener ", listener_.name(), ": ", peer_, " is ", lookup_.identity->Describe());
+      break;
+    case identity::LookupResult::Kind::kNotInTailnet:
+      LogInfo("listener ", listener_.name(), ": ", peer_, " is not a tailnet peer: ",
+              lookup_.detail);
+      break;
+    case identity::LookupResult::Kind::kFailed:
+      LogWarning("listener ", listener_.name(), ": identity lookup for ", peer_,
+                 " failed: ", lookup_.detail);
+      break;
+  }
+  std::vector<int32_t> waiting;
+  waiting.swap(waiting_for_identity_);
+  for (int32_t id : waiting) {
+    auto it = streams_.find(id);
+    if (it != streams_.end()) it->second->ContinueAfterIdentity();
+  }
+  ScheduleFlush();
 }
 
 bool DownstreamConnection::OnFirstBytes(const uint8_t* data, size_t length) {

@@ -6,8 +6,12 @@
 #include <string>
 #include <unordered_map>
 
+#include <boost/asio/steady_timer.hpp>
+
+#include "filters/identity_headers/identity_headers.h"
 #include "proxy/config/config.h"
 #include "proxy/http2/http2_connection.h"
+#include "proxy/identity/identity.h"
 
 namespace sepal {
 
@@ -16,7 +20,8 @@ class Listener;
 
 class DownstreamConnection final : public Http2Connection {
  public:
-  DownstreamConnection(Worker& worker, Listener& listener, Socket socket, std::string peer);
+  DownstreamConnection(Worker& worker, Listener& listener, Socket socket,
+                       identity::PeerAddress peer);
   ~DownstreamConnection() override;
 
   void Start();
@@ -32,7 +37,22 @@ class DownstreamConnection final : public Http2Connection {
   // Called by nghttp2 when a stream is finished; destroys the ProxyStream.
   void DestroyStream(int32_t stream_id);
 
+  // --- Peer identity, looked up once per connection before its first stream is routed.
+  bool identity_pending() const { return identity_state_ == IdentityState::kPending; }
+  // The lookup result; null when no identity provider is configured.
+  const identity::LookupResult* lookup() const {
+    return identity_state_ == IdentityState::kNone ? nullptr : &lookup_;
+  }
+  // Metadata to add to every request; null unless the peer was identified.
+  const filters::IdentityHeaders* identity_headers() const { return identity_headers_.get(); }
+  // Parks a stream until the lookup completes (bounded by max_concurrent_streams).
+  void WaitForIdentity(int32_t stream_id) { waiting_for_identity_.push_back(stream_id); }
+
  private:
+  void ReadProxyHeader();
+  void StartHttp2(std::string_view initial_bytes);
+  void BeginIdentityLookup();
+  void OnIdentity(identity::LookupResult result);
   bool OnFirstBytes(const uint8_t* data, size_t length) override;
   void OnClose(std::string_view reason) override;
   std::string Describe() const override { return "downstream " + peer_; }
@@ -47,7 +67,17 @@ class DownstreamConnection final : public Http2Connection {
 
   Listener& listener_;
   config::ConfigSnapshot config_;
-  std::string peer_;
+  identity::PeerAddress peer_address_;
+  std::string peer_;  // peer_address_ as text, for logs and messages
+
+  enum class IdentityState { kNone, kPending, kReady };
+  IdentityState identity_state_ = IdentityState::kNone;
+  identity::LookupResult lookup_;
+  std::unique_ptr<filters::IdentityHeaders> identity_headers_;
+  std::vector<int32_t> waiting_for_identity_;
+
+  std::string proxy_header_buffer_;
+  std::unique_ptr<boost::asio::steady_timer> proxy_header_timer_;
   std::unordered_map<int32_t, std::unique_ptr<ProxyStream>> streams_;
 };
 

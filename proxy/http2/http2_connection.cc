@@ -21,9 +21,29 @@ Http2Connection::~Http2Connection() {
   if (session_ != nullptr) nghttp2_session_del(session_);
 }
 
-void Http2Connection::StartIo(bool speak_first) {
+void Http2Connection::StartIo(bool speak_first, std::string_view initial_bytes) {
+  if (!initial_bytes.empty() &&
+      !ProcessReceived(reinterpret_cast<const uint8_t*>(initial_bytes.data()),
+                       initial_bytes.size())) {
+    return;
+  }
   DoRead();
   if (speak_first) Flush();
+}
+
+bool Http2Connection::ProcessReceived(const uint8_t* data, size_t n) {
+  if (!seen_first_bytes_) {
+    seen_first_bytes_ = true;
+    if (!OnFirstBytes(data, n)) return false;
+  }
+  ssize_t rv = nghttp2_session_mem_recv(session_, data, n);
+  if (rv < 0) {
+    // Let nghttp2 send the GOAWAY it queued for protocol errors, then close.
+    CloseAfterWrite(std::string("HTTP/2 error: ") + nghttp2_strerror(static_cast<int>(rv)));
+    return false;
+  }
+  Flush();
+  return !closed_ && !closing_;
 }
 
 void Http2Connection::DoRead() {
@@ -35,21 +55,7 @@ void Http2Connection::DoRead() {
           self->Close(ec == asio::error::eof ? "peer closed the connection" : ec.message());
           return;
         }
-        const uint8_t* data = self->read_buffer_.get();
-        if (!self->seen_first_bytes_) {
-          self->seen_first_bytes_ = true;
-          if (!self->OnFirstBytes(data, n)) return;
-        }
-        ssize_t rv = nghttp2_session_mem_recv(self->session_, data, n);
-        if (rv < 0) {
-          // Let nghttp2 send the GOAWAY it queued for protocol errors, then close.
-          self->CloseAfterWrite(std::string("HTTP/2 error: ") +
-                                nghttp2_strerror(static_cast<int>(rv)));
-          return;
-        }
-        self->AfterReceive();
-        self->Flush();
-        if (!self->closed_ && !self->closing_) self->DoRead();
+        if (self->ProcessReceived(self->read_buffer_.get(), n)) self->DoRead();
       });
 }
 

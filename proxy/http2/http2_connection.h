@@ -35,7 +35,8 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
 
   // Starts the read loop. With `speak_first` the initial frames (preface, SETTINGS) go out
   // now; otherwise with the first reply, after OnFirstBytes vetted the peer's first bytes.
-  void StartIo(bool speak_first);
+  // `initial_bytes` were already read from the socket (e.g. after a PROXY header).
+  void StartIo(bool speak_first, std::string_view initial_bytes = {});
   void Flush();
   // Idempotent: closes the socket, then calls OnClose() once. Never call from inside this
   // connection's own nghttp2 callbacks (return NGHTTP2_ERR_CALLBACK_FAILURE there instead).
@@ -44,8 +45,6 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   // Inspects the first bytes received before nghttp2 sees them; false closes the
   // connection (the override has already answered/logged).
   virtual bool OnFirstBytes(const uint8_t* /*data*/, size_t /*length*/) { return true; }
-  // Called after each batch of received bytes was processed and before the flush.
-  virtual void AfterReceive() {}
   // Sends what nghttp2 has queued (e.g. a GOAWAY), then closes; reads stop now.
   void CloseAfterWrite(std::string reason);
   // Writes raw bytes (e.g. an HTTP/1.1 error) then closes.
@@ -59,6 +58,8 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
 
  private:
   void DoRead();
+  // Feeds received bytes to nghttp2 and flushes; false once the connection is ending.
+  bool ProcessReceived(const uint8_t* data, size_t n);
 
   static constexpr size_t kReadBufferSize = 32 * 1024;
   static constexpr size_t kWriteBatch = 64 * 1024;

@@ -40,14 +40,9 @@ void Listener::DoAccept() {
     }
     boost::system::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
-    std::string peer;
+    identity::PeerAddress peer;
     auto remote = socket.remote_endpoint(ignored);
-    if (!ignored) {
-      peer = remote.address().is_v6() ? StrCat("[", remote.address().to_string(), "]:",
-                                                     remote.port())
-                                      : StrCat(remote.address().to_string(), ":",
-                                                     remote.port());
-    }
+    if (!ignored) peer = {remote.address(), remote.port()};
     auto protocol = socket.local_endpoint(ignored).protocol();
     Http2Connection::Socket generic(worker_.io(),
                                     asio::generic::stream_protocol(protocol.family(), IPPROTO_TCP),

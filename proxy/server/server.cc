@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "proxy/common/log.h"
+#include "proxy/identity/provider_factory.h"
 #include "proxy/common/strings.h"
 #include "proxy/listener/listener.h"
 #include "proxy/worker/worker.h"
@@ -15,10 +16,11 @@ Server::Server(config::ConfigSnapshot config) : config_(std::move(config)) {}
 Server::~Server() { Stop(); }
 
 absl::Status Server::Start() {
+  identity_ = identity::MakeIdentityProvider(config_->identity);
   unsigned count = config_->workers;
   if (count == 0) count = std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < count; ++i) {
-    auto worker = std::make_unique<Worker>(i, config_);
+    auto worker = std::make_unique<Worker>(i, config_, identity_.get());
     if (absl::Status status = worker->Init(); !status.ok()) return status;
     workers_.push_back(std::move(worker));
   }
@@ -72,6 +74,8 @@ bool Server::Drain(std::chrono::milliseconds timeout) {
 void Server::Stop() {
   for (auto& worker : workers_) worker->Stop();
   workers_.clear();
+  if (identity_) identity_->Shutdown();
+  identity_.reset();
 }
 
 }  // namespace sepal

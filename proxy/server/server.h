@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "proxy/config/config.h"
+#include "proxy/identity/identity.h"
 
 namespace sepal {
 
@@ -36,6 +37,7 @@ class Server {
 
  private:
   config::ConfigSnapshot config_;
+  std::unique_ptr<identity::IdentityProvider> identity_;  // outlives the workers
   std::vector<std::unique_ptr<Worker>> workers_;
   std::map<std::string, uint16_t> bound_ports_;
 };

@@ -9,6 +9,8 @@
 
 #include <algorithm>
 
+#include "filters/authz/authz_filter.h"
+#include "filters/identity_headers/identity_headers.h"
 #include "proxy/common/log.h"
 #include "proxy/common/strings.h"
 #include "proxy/downstream/downstream_connection.h"
@@ -57,6 +59,8 @@ void ProxyStream::OnRequestHeader(nghttp2_rcbuf* name, nghttp2_rcbuf* value, uin
   if (request_headers_too_large_) return;
   nghttp2_vec n = nghttp2_rcbuf_get_buf(name);
   nghttp2_vec v = nghttp2_rcbuf_get_buf(value);
+  // Identity metadata is sepal's to set: a client's own copies never reach the upstream.
+  if (filters::IsReservedIdentityHeader(RcbufView(name))) return;
   // RFC 7541 size accounting, as SETTINGS_MAX_HEADER_LIST_SIZE defines it.
   request_header_bytes_ += n.len + v.len + 32;
   if (request_header_bytes_ > downstream_.listener().config().limits.max_header_list_bytes) {
@@ -87,6 +91,25 @@ void ProxyStream::OnRequestHeadersComplete(bool end_stream) {
   if (!timeout.empty()) {
     if (auto parsed = grpc::ParseGrpcTimeout(timeout)) StartDeadline(*parsed);
   }
+  if (downstream_.identity_pending()) {
+    downstream_.WaitForIdentity(downstream_id_);
+    return;
+  }
+  ContinueAfterIdentity();
+}
+
+void ProxyStream::ContinueAfterIdentity() {
+  if (response_finished_) return;  // e.g. the deadline passed while waiting
+  std::string_view path = request_headers_.Get(":path");
+  filters::AuthzDecision decision =
+      filters::Authorize(*route_->config, downstream_.lookup(), path, downstream_.peer());
+  if (!decision.allowed) {
+    LogInfo("authz: deny ", path, " for ", downstream_.peer(), " on ",
+            downstream_.listener().name(), " (", decision.reason, ")");
+    LocalReply(decision.code, decision.message, decision.reason);
+    return;
+  }
+  LogDebug("authz: allow ", path, " for ", downstream_.peer(), " (", decision.reason, ")");
   Dispatch();
 }
 
@@ -146,7 +169,9 @@ void ProxyStream::AttachUpstream(UpstreamConnection& upstream) {
   upstream_ = nullptr;
   if (response_finished_) return;
   bool has_body = !request_ended_ || !request_body_.empty();
-  std::vector<nghttp2_nv> nv = request_headers_.ToNv();
+  const filters::IdentityHeaders* identity = downstream_.identity_headers();
+  std::vector<nghttp2_nv> nv =
+      identity != nullptr ? request_headers_.ToNv(identity->fields()) : request_headers_.ToNv();
   int32_t id = upstream.Submit(this, nv, has_body);
   if (id < 0) {
     LocalReply(grpc::StatusCode::kUnavailable,

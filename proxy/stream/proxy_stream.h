@@ -39,6 +39,8 @@ class ProxyStream {
   void OnRequestTrailer(nghttp2_rcbuf* name, nghttp2_rcbuf* value, uint8_t flags);
   void OnRequestData(const uint8_t* data, size_t length);
   void OnRequestEnd();
+  // The connection's identity is known: authorize the call and dispatch it (or refuse).
+  void ContinueAfterIdentity();
   // The downstream stream closed (normally or by RST_STREAM with `error_code`).
   void OnDownstreamClosed(uint32_t error_code);
 

@@ -11,8 +11,12 @@
 
 namespace sepal {
 
-Worker::Worker(unsigned index, config::ConfigSnapshot config)
-    : index_(index), config_(std::move(config)), work_guard_(io_.get_executor()) {}
+Worker::Worker(unsigned index, config::ConfigSnapshot config,
+               identity::IdentityProvider* identity)
+    : index_(index),
+      config_(std::move(config)),
+      identity_(identity),
+      work_guard_(io_.get_executor()) {}
 
 Worker::~Worker() { Stop(); }
 

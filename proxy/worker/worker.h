@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "proxy/buffer/chunk_buffer.h"
 #include "proxy/config/config.h"
+#include "proxy/identity/identity.h"
 
 namespace sepal {
 
@@ -21,7 +22,8 @@ class UpstreamPool;
 
 class Worker {
  public:
-  Worker(unsigned index, config::ConfigSnapshot config);
+  // `identity` (may be null: routing only) is owned by the Server and outlives workers.
+  Worker(unsigned index, config::ConfigSnapshot config, identity::IdentityProvider* identity);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -43,6 +45,7 @@ class Worker {
   const config::ConfigSnapshot& config() const { return config_; }
   UpstreamPool& upstream_pool(size_t index) { return *pools_[index]; }
   bool draining() const { return draining_; }
+  identity::IdentityProvider* identity_provider() const { return identity_; }
 
   void Register(DownstreamConnection* connection);
   void Unregister(DownstreamConnection* connection);
@@ -50,6 +53,7 @@ class Worker {
  private:
   unsigned index_;
   config::ConfigSnapshot config_;
+  identity::IdentityProvider* identity_;
   boost::asio::io_context io_{1};
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_guard_;
   ChunkPool chunk_pool_;

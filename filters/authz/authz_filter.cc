@@ -1,0 +1,88 @@
+// Allow-rule evaluation: any matching rule admits the call.
+#include "filters/authz/authz_filter.h"
+
+#include <algorithm>
+
+#include "proxy/common/strings.h"
+
+namespace sepal::filters {
+
+namespace {
+
+bool Contains(const std::vector<std::string>& list, std::string_view value) {
+  return !value.empty() && std::find(list.begin(), list.end(), value) != list.end();
+}
+
+AuthzDecision Allow(std::string_view reason) {
+  AuthzDecision decision;
+  decision.allowed = true;
+  decision.reason = reason;
+  return decision;
+}
+
+AuthzDecision Deny(grpc::StatusCode code, std::string_view reason, std::string message) {
+  AuthzDecision decision;
+  decision.code = code;
+  decision.reason = reason;
+  decision.message = std::move(message);
+  return decision;
+}
+
+bool CapabilityAllows(const identity::PeerIdentity& peer, const std::string& capability,
+                      std::string_view path) {
+  auto it = peer.capabilities.find(capability);
+  if (it == peer.capabilities.end()) return false;
+  for (const identity::CapabilityGrant& grant : it->second) {
+    if (grant.all_methods) return true;
+    for (const std::string& pattern : grant.methods) {
+      if (identity::MethodPatternMatches(pattern, path)) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+AuthzDecision Authorize(const config::RouteConfig& route, const identity::LookupResult* lookup,
+                        std::string_view path, std::string_view peer_address) {
+  if (lookup == nullptr) {
+    // Config validation refuses allow rules without an identity provider; stay closed
+    // anyway should one slip through.
+    if (route.allow) {
+      return Deny(grpc::StatusCode::kPermissionDenied, "no_identity_provider",
+                  StrCat("sepal: ", path, " requires an identity, but no identity provider is "
+                                          "configured"));
+    }
+    return Allow("no_identity_provider");
+  }
+  switch (lookup->kind) {
+    case identity::LookupResult::Kind::kNotInTailnet:
+      return Deny(grpc::StatusCode::kUnauthenticated, "not_in_tailnet",
+                  StrCat("sepal: peer ", peer_address, " is not a member of the tailnet (",
+                         lookup->detail, ")"));
+    case identity::LookupResult::Kind::kFailed:
+      return Deny(grpc::StatusCode::kUnavailable, "lookup_failed",
+                  StrCat("sepal: cannot identify peer ", peer_address, ": ", lookup->detail));
+    case identity::LookupResult::Kind::kFound:
+      break;
+  }
+  const identity::PeerIdentity& peer = *lookup->identity;
+  if (!route.allow) return Allow("any_peer");
+  const config::AllowRules& allow = *route.allow;
+  for (const std::string& tag : peer.tags) {
+    if (Contains(allow.tags, tag)) return Allow("tag");
+  }
+  // A tagged node's user is the pseudo-user "tagged-devices": user rules are for people.
+  if (!peer.tagged() && Contains(allow.users, peer.user_login)) return Allow("user");
+  if (Contains(allow.nodes, peer.node_name) || Contains(allow.nodes, peer.node_fqdn)) {
+    return Allow("node");
+  }
+  if (!allow.capability.empty() && CapabilityAllows(peer, allow.capability, path)) {
+    return Allow("capability");
+  }
+  return Deny(grpc::StatusCode::kPermissionDenied, "no_rule_matched",
+              StrCat("sepal: peer ", peer.Describe(), " at ", peer_address, " may not call ",
+                     path));
+}
+
+}  // namespace sepal::filters

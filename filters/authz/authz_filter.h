@@ -1,0 +1,29 @@
+// Authorization filter: decides whether a peer may call a method on a route, from the
+// route's allow rules and the connection's identity lookup. Never fails open.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "proxy/config/config.h"
+#include "proxy/grpc/grpc_status.h"
+#include "proxy/identity/identity.h"
+
+namespace sepal::filters {
+
+struct AuthzDecision {
+  bool allowed = false;
+  // gRPC status for a denial: UNAUTHENTICATED (not a tailnet peer), PERMISSION_DENIED
+  // (known peer, no rule matched) or UNAVAILABLE (identity lookup failed).
+  grpc::StatusCode code = grpc::StatusCode::kOk;
+  // Short label for metrics and logs: "tag", "user", "node", "capability", "any_peer",
+  // "no_identity_provider", "no_rule_matched", "not_in_tailnet", "lookup_failed".
+  std::string_view reason;
+  std::string message;  // grpc-message for denials; names peer and method
+};
+
+// `lookup` is null when no identity provider is configured (routing only).
+AuthzDecision Authorize(const config::RouteConfig& route, const identity::LookupResult* lookup,
+                        std::string_view path, std::string_view peer_address);
+
+}  // namespace sepal::filters
