@@ -8,6 +8,7 @@
 #include "proxy/http2/session_options.h"
 #include "proxy/listener/listener.h"
 #include "proxy/listener/proxy_protocol.h"
+#include "proxy/stats/proxy_metrics.h"
 #include "proxy/stream/proxy_stream.h"
 #include "proxy/worker/worker.h"
 
@@ -42,6 +43,7 @@ DownstreamConnection::~DownstreamConnection() = default;
 
 void DownstreamConnection::Start() {
   worker_.Register(this);
+  listener_.stats().ConnectionOpened();
   if (listener_.config().proxy_protocol != config::ProxyProtocol::kNone) {
     ReadProxyHeader();
     return;
@@ -58,6 +60,7 @@ void DownstreamConnection::ReadProxyHeader() {
       if (ec || self->closed() || self->session_ != nullptr) return;
       LogWarning("listener ", self->listener_.name(), ": ", self->peer_,
                  ": no complete PROXY protocol header within 5 s; closing");
+      self->CountProtocolError("proxy_header");
       self->Close("PROXY header timeout");
     });
   }
@@ -82,6 +85,7 @@ void DownstreamConnection::ReadProxyHeader() {
           case ProxyParseStatus::kError:
             LogWarning("listener ", self->listener_.name(), ": ", self->peer_,
                        ": bad PROXY protocol header: ", parsed.error, "; closing");
+            self->CountProtocolError("proxy_header");
             self->Close("bad PROXY header");
             return;
           case ProxyParseStatus::kDone:
@@ -129,6 +133,7 @@ void DownstreamConnection::BeginIdentityLookup() {
   identity::IdentityProvider* provider = worker_.identity_provider();
   if (provider == nullptr) return;
   identity_state_ = IdentityState::kPending;
+  lookup_started_ = std::chrono::steady_clock::now();
   std::weak_ptr<Http2Connection> weak = shared_from_this();
   provider->Lookup(peer_address_, worker_.io().get_executor(),
                    [weak](identity::LookupResult result) {
@@ -140,6 +145,13 @@ void DownstreamConnection::BeginIdentityLookup() {
 void DownstreamConnection::OnIdentity(identity::LookupResult result) {
   lookup_ = std::move(result);
   identity_state_ = IdentityState::kReady;
+  static constexpr const char* kResultNames[] = {"found", "not_in_tailnet", "failed"};
+  const stats::Families& families = stats::GetFamilies();
+  families.identity_lookups->WithLabels({kResultNames[static_cast<int>(lookup_.kind)]})
+      .Increment(worker_.index());
+  families.identity_lookup_duration->WithLabels({}).Observe(
+      worker_.index(),
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - lookup_started_).count());
   switch (lookup_.kind) {
     case identity::LookupResult::Kind::kFound:
       identity_headers_ = std::make_unique<filters::IdentityHeaders>(*lookup_.identity);
@@ -169,6 +181,7 @@ bool DownstreamConnection::OnFirstBytes(const uint8_t* data, size_t length) {
   if (data[0] == 0x16 && length >= 3 && data[1] == 0x03) {
     LogWarning("listener ", listener_.name(), ": ", peer_,
                " started a TLS handshake on a cleartext (h2c) port; closing");
+    CountProtocolError("tls_on_cleartext");
     Close("TLS on cleartext port");
     return false;
   }
@@ -177,6 +190,7 @@ bool DownstreamConnection::OnFirstBytes(const uint8_t* data, size_t length) {
                " sent an HTTP/1.x request; this port speaks HTTP/2 (gRPC) only");
     static constexpr std::string_view kBody =
         "sepal: this port accepts HTTP/2 (gRPC) only; use a gRPC client or prior-knowledge h2c\n";
+    CountProtocolError("http1");
     WriteRawAndClose(StrCat("HTTP/1.1 505 HTTP Version Not Supported\r\n"
                                   "Content-Type: text/plain\r\nConnection: close\r\n"
                                   "Content-Length: ",
@@ -186,8 +200,13 @@ bool DownstreamConnection::OnFirstBytes(const uint8_t* data, size_t length) {
   }
   LogWarning("listener ", listener_.name(), ": ", peer_,
              " sent bytes that are not an HTTP/2 connection preface; closing");
+  CountProtocolError("bad_preface");
   Close("bad connection preface");
   return false;
+}
+
+void DownstreamConnection::CountProtocolError(std::string_view kind) {
+  listener_.stats().ProtocolError(kind);
 }
 
 void DownstreamConnection::BeginShutdown(bool final_goaway) {
@@ -211,6 +230,7 @@ void DownstreamConnection::OnClose(std::string_view reason) {
   }
   streams_.clear();
   worker_.Unregister(this);
+  listener_.stats().ConnectionClosed();
 }
 
 void DownstreamConnection::DestroyStream(int32_t stream_id) {

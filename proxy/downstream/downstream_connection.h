@@ -56,6 +56,7 @@ class DownstreamConnection final : public Http2Connection {
   bool OnFirstBytes(const uint8_t* data, size_t length) override;
   void OnClose(std::string_view reason) override;
   std::string Describe() const override { return "downstream " + peer_; }
+  void CountProtocolError(std::string_view kind) override;
 
   static int OnBeginHeaders(nghttp2_session*, const nghttp2_frame*, void*);
   static int OnHeader(nghttp2_session*, const nghttp2_frame*, nghttp2_rcbuf*, nghttp2_rcbuf*,
@@ -75,6 +76,7 @@ class DownstreamConnection final : public Http2Connection {
   identity::LookupResult lookup_;
   std::unique_ptr<filters::IdentityHeaders> identity_headers_;
   std::vector<int32_t> waiting_for_identity_;
+  std::chrono::steady_clock::time_point lookup_started_;
 
   std::string proxy_header_buffer_;
   std::unique_ptr<boost::asio::steady_timer> proxy_header_timer_;

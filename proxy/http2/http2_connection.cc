@@ -39,6 +39,7 @@ bool Http2Connection::ProcessReceived(const uint8_t* data, size_t n) {
   ssize_t rv = nghttp2_session_mem_recv(session_, data, n);
   if (rv < 0) {
     // Let nghttp2 send the GOAWAY it queued for protocol errors, then close.
+    CountProtocolError(rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC ? "bad_preface" : "http2_error");
     CloseAfterWrite(std::string("HTTP/2 error: ") + nghttp2_strerror(static_cast<int>(rv)));
     return false;
   }

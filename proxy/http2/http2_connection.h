@@ -49,6 +49,8 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   void CloseAfterWrite(std::string reason);
   // Writes raw bytes (e.g. an HTTP/1.1 error) then closes.
   void WriteRawAndClose(std::string bytes, std::string reason);
+  // Counts a connection ended by bad input ("http2_error", ...), for metrics.
+  virtual void CountProtocolError(std::string_view /*kind*/) {}
   // Human-readable description of the peer for logs.
   virtual std::string Describe() const = 0;
 

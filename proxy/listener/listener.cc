@@ -16,7 +16,11 @@ using asio::ip::tcp;
 
 Listener::Listener(Worker& worker, const config::ListenerConfig& config, const config::Config& root,
                    tcp::acceptor acceptor)
-    : worker_(worker), config_(config), router_(config, root), acceptor_(std::move(acceptor)) {}
+    : worker_(worker),
+      config_(config),
+      router_(config, root),
+      stats_(config.name, worker.index()),
+      acceptor_(std::move(acceptor)) {}
 
 void Listener::Start() { DoAccept(); }
 

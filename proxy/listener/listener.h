@@ -7,6 +7,7 @@
 
 #include "proxy/config/config.h"
 #include "proxy/router/router.h"
+#include "proxy/stats/proxy_metrics.h"
 
 namespace sepal {
 
@@ -23,6 +24,7 @@ class Listener {
   const std::string& name() const { return config_.name; }
   const config::ListenerConfig& config() const { return config_; }
   const Router& router() const { return router_; }
+  stats::ListenerStats& stats() { return stats_; }
 
  private:
   void DoAccept();
@@ -30,6 +32,7 @@ class Listener {
   Worker& worker_;
   const config::ListenerConfig& config_;
   Router router_;
+  stats::ListenerStats stats_;
   boost::asio::ip::tcp::acceptor acceptor_;
   bool stopped_ = false;
 };

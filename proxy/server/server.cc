@@ -7,6 +7,7 @@
 #include "proxy/identity/provider_factory.h"
 #include "proxy/common/strings.h"
 #include "proxy/listener/listener.h"
+#include "proxy/stats/proxy_metrics.h"
 #include "proxy/worker/worker.h"
 
 namespace sepal {
@@ -19,6 +20,9 @@ absl::Status Server::Start() {
   identity_ = identity::MakeIdentityProvider(config_->identity);
   unsigned count = config_->workers;
   if (count == 0) count = std::max(1u, std::thread::hardware_concurrency());
+  // One metrics shard per worker (plus the shared one), before any worker counts.
+  stats::GetFamilies();
+  metrics::DefaultRegistry().SetShardCount(count);
   for (unsigned i = 0; i < count; ++i) {
     auto worker = std::make_unique<Worker>(i, config_, identity_.get());
     if (absl::Status status = worker->Init(); !status.ok()) return status;

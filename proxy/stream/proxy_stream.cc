@@ -16,6 +16,7 @@
 #include "proxy/downstream/downstream_connection.h"
 #include "proxy/listener/listener.h"
 #include "proxy/router/router.h"
+#include "proxy/stats/proxy_metrics.h"
 #include "proxy/upstream/upstream_connection.h"
 #include "proxy/upstream/upstream_pool.h"
 #include "proxy/worker/worker.h"
@@ -33,11 +34,31 @@ ProxyStream::ProxyStream(DownstreamConnection& downstream, int32_t stream_id)
     : downstream_(downstream),
       downstream_id_(stream_id),
       request_body_(&downstream.worker().chunk_pool()),
-      response_body_(&downstream.worker().chunk_pool()) {
+      response_body_(&downstream.worker().chunk_pool()),
+      started_(std::chrono::steady_clock::now()) {
   request_body_.EnableRetention(kRetryBufferLimit);
+  downstream_.listener().stats().StreamOpened();
 }
 
-ProxyStream::~ProxyStream() { DetachUpstream(NGHTTP2_CANCEL); }
+ProxyStream::~ProxyStream() {
+  DetachUpstream(NGHTTP2_CANCEL);
+  RecordStats();
+}
+
+void ProxyStream::RecordStats() {
+  stats::ListenerStats& stats = downstream_.listener().stats();
+  stats.StreamClosed();
+  std::string_view path = request_headers_.Get(":path");
+  if (path.empty()) return;  // never became a call (e.g. header list too large)
+  stats::MethodStats& method = stats.ForPath(path, route_ != nullptr);
+  int code = final_code_ < 0 ? static_cast<int>(grpc::StatusCode::kUnknown) : final_code_;
+  method.by_code[code].Increment(stats.shard());
+  method.duration.Observe(
+      stats.shard(),
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
+  if (request_bytes_ > 0) method.request_bytes.Increment(stats.shard(), request_bytes_);
+  if (response_bytes_ > 0) method.response_bytes.Increment(stats.shard(), response_bytes_);
+}
 
 void ProxyStream::DetachUpstream(uint32_t reset_code) {
   // Also covers a stream still queued on a connecting connection (upstream_id_ == -1).
@@ -103,6 +124,7 @@ void ProxyStream::ContinueAfterIdentity() {
   std::string_view path = request_headers_.Get(":path");
   filters::AuthzDecision decision =
       filters::Authorize(*route_->config, downstream_.lookup(), path, downstream_.peer());
+  downstream_.listener().stats().AuthzDecision(decision.allowed, decision.reason);
   if (!decision.allowed) {
     LogInfo("authz: deny ", path, " for ", downstream_.peer(), " on ",
             downstream_.listener().name(), " (", decision.reason, ")");
@@ -123,6 +145,7 @@ void ProxyStream::Dispatch() {
 }
 
 void ProxyStream::OnRequestData(const uint8_t* data, size_t length) {
+  request_bytes_ += length;
   if (upstream_ended_ || response_finished_ || route_ == nullptr) {
     // Nobody will read this body any more: acknowledge it so the connection window stays
     // open for the client's other streams.
@@ -139,6 +162,7 @@ void ProxyStream::OnRequestEnd() {
 }
 
 void ProxyStream::OnDownstreamClosed(uint32_t error_code) {
+  if (error_code != NGHTTP2_NO_ERROR) SetFinalCode(stats::CodeForReset(error_code));
   DetachUpstream(error_code == NGHTTP2_NO_ERROR ? uint32_t{NGHTTP2_CANCEL} : error_code);
 }
 
@@ -187,6 +211,13 @@ void ProxyStream::AttachUpstream(UpstreamConnection& upstream) {
 void ProxyStream::OnResponseHeader(nghttp2_rcbuf* name, nghttp2_rcbuf* value, uint8_t flags,
                                    bool is_trailer) {
   (is_trailer ? response_trailers_ : response_headers_).Add(name, value, flags);
+  if (RcbufView(name) == "grpc-status") {
+    std::string_view v = RcbufView(value);
+    int code = 0;
+    for (char c : v) code = (c >= '0' && c <= '9' && code < 100) ? code * 10 + (c - '0') : 999;
+    SetFinalCode(!v.empty() && code <= 16 ? static_cast<grpc::StatusCode>(code)
+                                          : grpc::StatusCode::kUnknown);
+  }
 }
 
 void ProxyStream::OnResponseHeadersComplete(bool end_stream, bool is_trailer) {
@@ -226,6 +257,7 @@ void ProxyStream::OnResponseHeadersComplete(bool end_stream, bool is_trailer) {
 }
 
 void ProxyStream::OnResponseData(const uint8_t* data, size_t length) {
+  response_bytes_ += length;
   if (response_finished_ || local_trailers_pending_) {
     if (upstream_ != nullptr) nghttp2_session_consume(upstream_->session(), upstream_id_, length);
     return;
@@ -267,6 +299,7 @@ void ProxyStream::OnUpstreamStreamClosed(uint32_t error_code) {
     return;
   }
   // Mid-response: pass the reset on with the same code, as the client would have seen it.
+  SetFinalCode(stats::CodeForReset(error_code));
   response_finished_ = true;
   response_body_.Clear();
   nghttp2_submit_rst_stream(downstream_.session(), NGHTTP2_FLAG_NONE, downstream_id_,
@@ -294,6 +327,7 @@ void ProxyStream::OnUpstreamFailed(std::string_view why, bool refused) {
     LocalReply(grpc::StatusCode::kUnavailable, StrCat("sepal: ", why), "upstream_failed");
     return;
   }
+  SetFinalCode(grpc::StatusCode::kUnavailable);
   response_finished_ = true;
   response_body_.Clear();
   nghttp2_submit_rst_stream(downstream_.session(), NGHTTP2_FLAG_NONE, downstream_id_,
@@ -310,6 +344,7 @@ void ProxyStream::LocalReply(grpc::StatusCode code, std::string_view message,
            grpc::StatusCodeName(code), " (", details, "): ", message);
   DetachUpstream(NGHTTP2_CANCEL);
   DropRequestBody();
+  SetFinalCode(code);
   local_code_ = code;
   local_message_ = grpc::EncodeGrpcMessage(message);
   std::string code_text = std::to_string(static_cast<int>(code));

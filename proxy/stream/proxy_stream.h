@@ -79,6 +79,10 @@ class ProxyStream {
   void ResumeDownstreamSend();
   void DropRequestBody();
   void ConsumeDownstream(size_t n);
+  void SetFinalCode(grpc::StatusCode code) {
+    if (final_code_ < 0) final_code_ = static_cast<int>(code);
+  }
+  void RecordStats();
 
   DownstreamConnection& downstream_;
   const int32_t downstream_id_;
@@ -113,6 +117,12 @@ class ProxyStream {
   std::string local_message_;
 
   std::unique_ptr<boost::asio::steady_timer> deadline_;
+
+  // For metrics: when the call started, bytes each way, and how it ended (-1: unknown yet).
+  std::chrono::steady_clock::time_point started_;
+  uint64_t request_bytes_ = 0;
+  uint64_t response_bytes_ = 0;
+  int final_code_ = -1;
 };
 
 }  // namespace sepal

@@ -45,6 +45,7 @@ void UpstreamConnection::Connect(const boost::asio::generic::stream_protocol::en
   connect_timer_.expires_after(timeout);
   connect_timer_.async_wait([self](boost::system::error_code ec) {
     if (ec || self->ready_ || self->closed()) return;
+    self->pool_.CountConnectFailure();
     self->FailAll("upstream connect timed out", /*refused=*/false);
     self->Close("connect timeout");
   });
@@ -54,6 +55,7 @@ void UpstreamConnection::Connect(const boost::asio::generic::stream_protocol::en
     if (ec) {
       LogWarning("upstream ", self->pool_.name(), ": connect to ", self->pool_.address_text(),
                  " failed: ", ec.message());
+      self->pool_.CountConnectFailure();
       self->FailAll(StrCat("upstream ", self->pool_.name(), " unavailable: connect to ",
                                  self->pool_.address_text(), ": ", ec.message()),
                     /*refused=*/false);

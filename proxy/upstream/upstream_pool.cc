@@ -6,6 +6,7 @@
 
 #include "proxy/common/log.h"
 #include "proxy/common/strings.h"
+#include "proxy/stats/proxy_metrics.h"
 #include "proxy/stream/proxy_stream.h"
 #include "proxy/upstream/upstream_connection.h"
 #include "proxy/worker/worker.h"
@@ -23,7 +24,10 @@ UpstreamPool::UpstreamPool(Worker& worker, const config::UpstreamConfig& config)
 
 UpstreamPool::~UpstreamPool() = default;
 
+void UpstreamPool::CountConnectFailure() { connect_failures_.Increment(worker_.index()); }
+
 absl::Status UpstreamPool::Init() {
+  connect_failures_ = stats::GetFamilies().upstream_connect_failures->WithLabels({name_});
   if (address_.kind == config::SocketAddress::Kind::kUnix) {
     endpoint_ = asio::generic::stream_protocol::endpoint(
         asio::local::stream_protocol::endpoint(address_.path));

@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "proxy/config/config.h"
+#include "proxy/metrics/metrics.h"
 
 namespace sepal {
 
@@ -31,6 +32,7 @@ class UpstreamPool {
 
   const std::string& name() const { return name_; }
   const std::string& address_text() const { return address_text_; }
+  void CountConnectFailure();
 
  private:
   Worker& worker_;
@@ -40,6 +42,7 @@ class UpstreamPool {
   std::chrono::milliseconds connect_timeout_;
   boost::asio::generic::stream_protocol::endpoint endpoint_;
   std::vector<std::shared_ptr<UpstreamConnection>> connections_;
+  metrics::Counter connect_failures_;
 };
 
 }  // namespace sepal

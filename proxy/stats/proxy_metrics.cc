@@ -1,0 +1,132 @@
+// Metric family declarations and label-handle caches.
+#include "proxy/stats/proxy_metrics.h"
+
+#include <nghttp2/nghttp2.h>
+
+#include "proxy/version.h"
+
+namespace sepal::stats {
+
+const Families& GetFamilies() {
+  static const Families families = [] {
+    metrics::Registry& r = metrics::DefaultRegistry();
+    Families f{};
+    f.requests = &r.AddCounter("sepal_grpc_requests_total", "gRPC calls finished, by status code.",
+                               {"listener", "grpc_service", "grpc_method", "grpc_code"});
+    f.request_duration = &r.AddHistogram(
+        "sepal_grpc_request_duration_seconds",
+        "Time from request headers to the end of the call, in seconds.",
+        {"listener", "grpc_service", "grpc_method"});
+    f.request_bytes = &r.AddCounter("sepal_grpc_request_bytes_total",
+                                    "Request body bytes (gRPC frames) received from clients.",
+                                    {"listener", "grpc_service", "grpc_method"});
+    f.response_bytes = &r.AddCounter("sepal_grpc_response_bytes_total",
+                                     "Response body bytes (gRPC frames) received from upstreams.",
+                                     {"listener", "grpc_service", "grpc_method"});
+    f.streams_active = &r.AddGauge("sepal_grpc_streams_active", "gRPC calls in flight.",
+                                   {"listener"});
+    f.connections_total = &r.AddCounter("sepal_downstream_connections_total",
+                                        "Client connections accepted.", {"listener"});
+    f.connections_active = &r.AddGauge("sepal_downstream_connections_active",
+                                       "Client connections open.", {"listener"});
+    f.protocol_errors = &r.AddCounter(
+        "sepal_downstream_protocol_errors_total",
+        "Client connections closed for bad input (http1, tls_on_cleartext, bad_preface, "
+        "http2_error, proxy_header).",
+        {"listener", "kind"});
+    f.tls_handshake_errors = &r.AddCounter("sepal_tls_handshake_errors_total",
+                                           "Failed TLS handshakes.", {"listener"});
+    f.authz_decisions = &r.AddCounter("sepal_authz_decisions_total",
+                                      "Authorization decisions, by outcome and reason.",
+                                      {"listener", "decision", "reason"});
+    f.identity_lookups = &r.AddCounter("sepal_identity_lookups_total",
+                                       "Per-connection identity lookups, by result.", {"result"});
+    f.identity_lookup_duration = &r.AddHistogram("sepal_identity_lookup_duration_seconds",
+                                                 "Time to learn a connection's identity.", {});
+    f.upstream_connect_failures = &r.AddCounter("sepal_upstream_connect_failures_total",
+                                                "Failed connection attempts to an upstream.",
+                                                {"upstream"});
+    f.config_reloads = &r.AddCounter("sepal_config_reloads_total",
+                                     "Configuration reloads, by result.", {"result"});
+    f.config_last_reload_success = &r.AddGauge(
+        "sepal_config_last_reload_success_timestamp_seconds",
+        "Unix time of the last successful configuration load.", {});
+    f.build_info = &r.AddGauge("sepal_build_info", "Build information.", {"version"});
+    f.build_info->WithLabels({SEPAL_VERSION}).Set(1);
+    return f;
+  }();
+  return families;
+}
+
+ListenerStats::ListenerStats(std::string listener, unsigned shard)
+    : listener_(std::move(listener)), shard_(shard) {
+  const Families& f = GetFamilies();
+  streams_active_ = f.streams_active->WithLabels({listener_});
+  connections_total_ = f.connections_total->WithLabels({listener_});
+  connections_active_ = f.connections_active->WithLabels({listener_});
+}
+
+MethodStats& ListenerStats::Resolve(std::unique_ptr<MethodStats>& slot, std::string_view service,
+                                    std::string_view method) {
+  const Families& f = GetFamilies();
+  slot = std::make_unique<MethodStats>();
+  std::string s(service), m(method);
+  for (int code = 0; code <= 16; ++code) {
+    slot->by_code[code] = f.requests->WithLabels(
+        {listener_, s, m,
+         std::string(grpc::StatusCodeName(static_cast<grpc::StatusCode>(code)))});
+  }
+  slot->duration = f.request_duration->WithLabels({listener_, s, m});
+  slot->request_bytes = f.request_bytes->WithLabels({listener_, s, m});
+  slot->response_bytes = f.response_bytes->WithLabels({listener_, s, m});
+  return *slot;
+}
+
+MethodStats& ListenerStats::ForPath(std::string_view path, bool routed) {
+  std::string_view service, method;
+  bool valid = grpc::SplitGrpcPath(path, &service, &method);
+  if (routed && valid) {
+    auto it = methods_.find(std::string(path));
+    if (it != methods_.end()) return *it->second;
+    if (methods_.size() < kMaxMethods) {
+      return Resolve(methods_[std::string(path)], service, method);
+    }
+  }
+  if (!other_) Resolve(other_, valid && routed ? service : "other", "other");
+  return *other_;
+}
+
+void ListenerStats::ConnectionOpened() {
+  connections_total_.Increment(shard_);
+  connections_active_.Add(shard_, 1);
+}
+
+void ListenerStats::ConnectionClosed() { connections_active_.Add(shard_, -1); }
+
+void ListenerStats::ProtocolError(std::string_view kind) {
+  GetFamilies().protocol_errors->WithLabels({listener_, std::string(kind)}).Increment(shard_);
+}
+
+void ListenerStats::AuthzDecision(bool allowed, std::string_view reason) {
+  for (AuthzCounter& entry : authz_counters_) {
+    if (entry.allowed == allowed && entry.reason == reason) {
+      entry.counter.Increment(shard_);
+      return;
+    }
+  }
+  metrics::Counter counter = GetFamilies().authz_decisions->WithLabels(
+      {listener_, allowed ? "allow" : "deny", std::string(reason)});
+  counter.Increment(shard_);
+  authz_counters_.push_back({allowed, reason, counter});
+}
+
+grpc::StatusCode CodeForReset(uint32_t http2_error_code) {
+  switch (http2_error_code) {
+    case NGHTTP2_CANCEL: return grpc::StatusCode::kCancelled;
+    case NGHTTP2_REFUSED_STREAM: return grpc::StatusCode::kUnavailable;
+    case NGHTTP2_ENHANCE_YOUR_CALM: return grpc::StatusCode::kResourceExhausted;
+    default: return grpc::StatusCode::kInternal;
+  }
+}
+
+}  // namespace sepal::stats

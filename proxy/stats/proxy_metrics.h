@@ -1,0 +1,86 @@
+// sepal's metric families (names from DESIGN.md) and the per-listener, per-worker cache
+// of label handles that keeps the request path to a hash lookup and relaxed atomic adds.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "proxy/grpc/grpc_status.h"
+#include "proxy/metrics/metrics.h"
+
+namespace sepal::stats {
+
+struct Families {
+  metrics::CounterFamily* requests;          // listener, grpc_service, grpc_method, grpc_code
+  metrics::HistogramFamily* request_duration;  // listener, grpc_service, grpc_method
+  metrics::CounterFamily* request_bytes;
+  metrics::CounterFamily* response_bytes;
+  metrics::GaugeFamily* streams_active;       // listener
+  metrics::CounterFamily* connections_total;  // listener
+  metrics::GaugeFamily* connections_active;   // listener
+  metrics::CounterFamily* protocol_errors;    // listener, kind
+  metrics::CounterFamily* tls_handshake_errors;  // listener
+  metrics::CounterFamily* authz_decisions;    // listener, decision, reason
+  metrics::CounterFamily* identity_lookups;   // result
+  metrics::HistogramFamily* identity_lookup_duration;
+  metrics::CounterFamily* upstream_connect_failures;  // upstream
+  metrics::CounterFamily* config_reloads;     // result
+  metrics::GaugeFamily* config_last_reload_success;
+  metrics::GaugeFamily* build_info;           // version
+};
+
+// Declares every family in the default registry on first use (thread-safe).
+const Families& GetFamilies();
+
+// Label handles of one gRPC method on one listener.
+struct MethodStats {
+  metrics::Counter by_code[17];
+  metrics::Histogram duration;
+  metrics::Counter request_bytes;
+  metrics::Counter response_bytes;
+};
+
+// Owned by a Listener, used only from its worker's thread.
+class ListenerStats {
+ public:
+  ListenerStats(std::string listener, unsigned shard);
+
+  // Methods seen on a route get their own labels, up to a bound; unrouted paths and
+  // anything past the bound share grpc_method="other" (a peer cannot grow the series).
+  MethodStats& ForPath(std::string_view path, bool routed);
+  unsigned shard() const { return shard_; }
+
+  void ConnectionOpened();
+  void ConnectionClosed();
+  void StreamOpened() { streams_active_.Add(shard_, 1); }
+  void StreamClosed() { streams_active_.Add(shard_, -1); }
+  void ProtocolError(std::string_view kind);
+  void AuthzDecision(bool allowed, std::string_view reason);
+
+ private:
+  static constexpr size_t kMaxMethods = 256;
+  MethodStats& Resolve(std::unique_ptr<MethodStats>& slot, std::string_view service,
+                       std::string_view method);
+
+  std::string listener_;
+  unsigned shard_;
+  std::unordered_map<std::string, std::unique_ptr<MethodStats>> methods_;
+  std::unique_ptr<MethodStats> other_;
+  struct AuthzCounter {
+    bool allowed;
+    std::string_view reason;  // one of the filter's static reason literals
+    metrics::Counter counter;
+  };
+  std::vector<AuthzCounter> authz_counters_;
+  metrics::Gauge streams_active_;
+  metrics::Counter connections_total_;
+  metrics::Gauge connections_active_;
+};
+
+// Maps a stream's end to a gRPC code for metrics when no grpc-status was seen.
+grpc::StatusCode CodeForReset(uint32_t http2_error_code);
+
+}  // namespace sepal::stats

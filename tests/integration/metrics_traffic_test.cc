@@ -1,0 +1,153 @@
+// Metrics after known traffic: request counts by method and code, bytes, authz decisions,
+// identity lookups, protocol errors and upstream connect failures.
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <sstream>
+#include <thread>
+
+#include "proxy/metrics/metrics.h"
+#include "tests/integration/proxy_fixture.h"
+
+namespace sepal::test {
+namespace {
+
+using flwr::proto::Control;
+using flwr::proto::ControlRequest;
+using flwr::proto::ControlResponse;
+using flwr::proto::Fleet;
+using flwr::proto::FleetRequest;
+using flwr::proto::FleetResponse;
+
+// Value of one exact series line ("name{labels}") in the exposition; 0 if absent.
+double Value(const std::string& exposition, const std::string& series) {
+  std::istringstream in(exposition);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 &&
+        line[series.size()] == ' ') {
+      return std::stod(line.substr(series.size() + 1));
+    }
+  }
+  return 0;
+}
+
+double Now(const std::string& series) {
+  return Value(metrics::DefaultRegistry().Serialize(), series);
+}
+
+constexpr char kConfig[] = R"(workers: 2
+identity:
+  provider: static
+  static:
+    - match: 127.0.0.0/8
+      node: metrics-node
+      user: tagged-devices
+      tags: [tag:supernode]
+listeners:
+  - name: fleet
+    address: 127.0.0.1:0
+    routes:
+      - match: /flwr.proto.Fleet/
+        upstream: superlink
+        allow: {tags: [tag:supernode]}
+      - match: /flwr.proto.Control/
+        upstream: superlink
+        allow: {users: [alice@example.com]}
+upstreams:
+  - name: superlink
+    address: )";
+
+TEST_F(ProxyTest, MetricsCountCallsBytesAndDecisions) {
+  StartSepal(std::string(kConfig) + backend_->address() + "\n");
+  const std::string ok_series =
+      R"(sepal_grpc_requests_total{listener="fleet",grpc_service="flwr.proto.Fleet",grpc_method="PushMessages",grpc_code="OK"})";
+  const std::string denied_series =
+      R"(sepal_grpc_requests_total{listener="fleet",grpc_service="flwr.proto.Control",grpc_method="StartRun",grpc_code="PERMISSION_DENIED"})";
+  const std::string unrouted_series =
+      R"(sepal_grpc_requests_total{listener="fleet",grpc_service="other",grpc_method="other",grpc_code="UNIMPLEMENTED"})";
+  const std::string bytes_series =
+      R"(sepal_grpc_request_bytes_total{listener="fleet",grpc_service="flwr.proto.Fleet",grpc_method="PushMessages"})";
+  const std::string allow_series =
+      R"(sepal_authz_decisions_total{listener="fleet",decision="allow",reason="tag"})";
+  const std::string deny_series =
+      R"(sepal_authz_decisions_total{listener="fleet",decision="deny",reason="no_rule_matched"})";
+  const std::string lookups_series = R"(sepal_identity_lookups_total{result="found"})";
+  double ok0 = Now(ok_series), denied0 = Now(denied_series), unrouted0 = Now(unrouted_series),
+         bytes0 = Now(bytes_series), allow0 = Now(allow_series), deny0 = Now(deny_series),
+         lookups0 = Now(lookups_series);
+
+  auto channel = NewChannel();
+  auto fleet = Fleet::NewStub(channel);
+  for (int i = 0; i < 3; ++i) {
+    grpc::ClientContext context;
+    FleetRequest request;
+    request.set_payload(std::string(1000, 'p'));
+    FleetResponse response;
+    ASSERT_TRUE(fleet->PushMessages(&context, request, &response).ok());
+  }
+  {
+    grpc::ClientContext context;
+    ControlRequest request;
+    ControlResponse response;
+    EXPECT_EQ(Control::NewStub(channel)->StartRun(&context, request, &response).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);
+  }
+  {
+    grpc::ClientContext context;
+    ControlRequest request;
+    ControlResponse response;
+    EXPECT_EQ(flwr::proto::Exec::NewStub(channel)->ListRuns(&context, request, &response)
+                  .error_code(),
+              grpc::StatusCode::UNIMPLEMENTED);
+  }
+  // Stream stats are recorded when the server side of the stream is gone; give the worker
+  // a moment after the client saw the end.
+  for (int i = 0; i < 100 && Now(unrouted_series) < unrouted0 + 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(Now(ok_series) - ok0, 3);
+  EXPECT_EQ(Now(denied_series) - denied0, 1);
+  EXPECT_EQ(Now(unrouted_series) - unrouted0, 1);
+  // Three gRPC frames of 5 + 1000-byte payload + 3 bytes of protobuf framing each.
+  EXPECT_EQ(Now(bytes_series) - bytes0, 3 * (5 + 1003));
+  EXPECT_EQ(Now(allow_series) - allow0, 3);
+  EXPECT_EQ(Now(deny_series) - deny0, 1);
+  EXPECT_EQ(Now(lookups_series) - lookups0, 1);  // one connection, one lookup
+  std::string text = metrics::DefaultRegistry().Serialize();
+  EXPECT_NE(text.find("# TYPE sepal_grpc_request_duration_seconds histogram"), std::string::npos);
+  EXPECT_NE(text.find("sepal_build_info{version=\""), std::string::npos);
+}
+
+TEST_F(ProxyTest, MetricsCountBadInputAndUpstreamFailures) {
+  StartDefault();
+  const std::string http1 = R"(sepal_downstream_protocol_errors_total{listener="fleet",kind="http1"})";
+  const std::string connect_series =
+      R"(sepal_upstream_connect_failures_total{upstream="superlink"})";
+  double http1_0 = Now(http1), connect0 = Now(connect_series);
+  backend_->Shutdown();
+  auto stub = Fleet::NewStub(NewChannel());
+  grpc::ClientContext context;
+  FleetRequest request;
+  FleetResponse response;
+  EXPECT_EQ(stub->CreateNode(&context, request, &response).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(Now(connect_series) - connect0, 1);
+  // An HTTP/1.1 request is counted once.
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port_);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const char kRequest[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_GT(write(fd, kRequest, sizeof(kRequest) - 1), 0);
+  char buf[256];
+  while (read(fd, buf, sizeof(buf)) > 0) {
+  }
+  close(fd);
+  EXPECT_EQ(Now(http1) - http1_0, 1);
+}
+
+}  // namespace
+}  // namespace sepal::test
