@@ -10,12 +10,14 @@
 #include "proxy/config/config.h"
 #include "proxy/server/server.h"
 #include "proxy/version.h"
+#include "proxy/whois_command.h"
 
 namespace {
 
 void PrintUsage(FILE* out) {
   std::fprintf(out,
                "usage: sepal --config FILE [--check] [--log-level debug|info|warn|error]\n"
+               "       sepal whois ADDR [--socket PATH | --config FILE]\n"
                "       sepal --version\n"
                "\n"
                "  --config FILE   YAML configuration (see README.md)\n"
@@ -74,6 +76,9 @@ int Run(const std::string& config_path) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::string_view(argv[1]) == "whois") {
+    return sepal::RunWhoisCommand(argc - 2, argv + 2);
+  }
   std::string config_path;
   bool check = false;
   if (const char* level = std::getenv("SEPAL_LOG_LEVEL")) {

@@ -1,0 +1,141 @@
+// The whois subcommand: the same provider and checks the proxy uses, printed for humans.
+#include "proxy/whois_command.h"
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <cstdio>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "proxy/common/strings.h"
+#include "proxy/config/config.h"
+#include "proxy/identity/provider_factory.h"
+#include "proxy/identity/tailscale_provider.h"
+
+namespace sepal {
+
+namespace {
+
+constexpr char kUsage[] =
+    "usage: sepal whois ADDR [--socket PATH | --config FILE]\n"
+    "  ADDR     100.64.0.2:41000, [fd7a:115c:a1e0::1]:41000 or a bare IP\n"
+    "  --socket tailscaled's LocalAPI socket (default /var/run/tailscale/tailscaled.sock)\n"
+    "  --config use the identity provider of this sepal config (tailscale or static)\n";
+
+std::optional<identity::PeerAddress> ParsePeer(std::string_view text) {
+  std::string host(text);
+  uint16_t port = 0;
+  if (text.starts_with('[')) {
+    size_t close = text.find(']');
+    if (close == std::string_view::npos) return std::nullopt;
+    host = std::string(text.substr(1, close - 1));
+    std::string_view rest = text.substr(close + 1);
+    if (!rest.empty()) {
+      if (!rest.starts_with(':')) return std::nullopt;
+      port = static_cast<uint16_t>(std::stoul(std::string(rest.substr(1))));
+    }
+  } else if (std::count(text.begin(), text.end(), ':') == 1) {
+    size_t colon = text.find(':');
+    host = std::string(text.substr(0, colon));
+    std::string digits(text.substr(colon + 1));
+    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos ||
+        digits.size() > 5 || std::stoul(digits) > 65535) {
+      return std::nullopt;
+    }
+    port = static_cast<uint16_t>(std::stoul(digits));
+  }
+  boost::system::error_code ec;
+  auto ip = boost::asio::ip::make_address(host, ec);
+  if (ec) return std::nullopt;
+  return identity::PeerAddress{ip, port};
+}
+
+}  // namespace
+
+int RunWhoisCommand(int argc, char** argv) {
+  std::string addr_text, socket_path, config_path;
+  for (int i = 0; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    if (arg == "--socket" && i + 1 < argc) {
+      socket_path = argv[++i];
+    } else if (arg == "--config" && i + 1 < argc) {
+      config_path = argv[++i];
+    } else if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else if (addr_text.empty() && !arg.starts_with("--")) {
+      addr_text = arg;
+    } else {
+      std::fprintf(stderr, "sepal whois: unexpected argument %s\n%s", argv[i], kUsage);
+      return 2;
+    }
+  }
+  std::optional<identity::PeerAddress> peer = ParsePeer(addr_text);
+  if (!peer) {
+    std::fprintf(stderr, "sepal whois: %s is not IP, IP:PORT or [IPv6]:PORT\n%s",
+                 addr_text.c_str(), kUsage);
+    return 2;
+  }
+
+  std::unique_ptr<identity::IdentityProvider> provider;
+  std::string source;
+  if (!config_path.empty()) {
+    auto config = config::LoadConfigFile(config_path);
+    if (!config.ok()) {
+      std::fprintf(stderr, "sepal whois: %s\n", std::string(config.status().message()).c_str());
+      return 2;
+    }
+    provider = identity::MakeIdentityProvider(config->identity);
+    if (!provider) {
+      std::fprintf(stderr, "sepal whois: %s has no identity section (routing only)\n",
+                   config_path.c_str());
+      return 2;
+    }
+    source = StrCat(provider->name(), " provider from ", config_path);
+  } else {
+    config::TailscaleIdentityConfig tailscale;
+    if (!socket_path.empty()) tailscale.socket = socket_path;
+    source = StrCat("tailscaled at ", tailscale.socket);
+    provider = std::make_unique<identity::TailscaleIdentityProvider>(tailscale);
+  }
+
+  boost::asio::io_context io;
+  // The answer is posted from the provider's thread: keep run() waiting for it.
+  auto guard = boost::asio::make_work_guard(io);
+  identity::LookupResult result;
+  provider->Lookup(*peer, io.get_executor(), [&](identity::LookupResult r) {
+    result = std::move(r);
+    guard.reset();
+  });
+  io.run();
+  provider->Shutdown();
+
+  std::printf("peer %s (asked %s)\n", peer->ToString().c_str(), source.c_str());
+  switch (result.kind) {
+    case identity::LookupResult::Kind::kFound: {
+      const identity::PeerIdentity& who = *result.identity;
+      std::string tags;
+      for (const std::string& tag : who.tags) tags += (tags.empty() ? "" : ", ") + tag;
+      std::printf("  result:       identified\n");
+      std::printf("  node:         %s (%s)\n", who.node_name.c_str(), who.node_fqdn.c_str());
+      std::printf("  user:         %s%s\n", who.user_login.c_str(),
+                  who.tagged() ? " (tagged node: user rules do not apply)" : "");
+      std::printf("  tags:         %s\n", tags.empty() ? "(none)" : tags.c_str());
+      std::printf("  capabilities: %s\n", who.capabilities_json.c_str());
+      return 0;
+    }
+    case identity::LookupResult::Kind::kNotInTailnet:
+      std::printf("  result:       not a tailnet peer (calls get UNAUTHENTICATED)\n  why:          %s\n",
+                  result.detail.c_str());
+      return 1;
+    case identity::LookupResult::Kind::kFailed:
+      std::printf("  result:       lookup failed (calls get UNAVAILABLE)\n  why:          %s\n",
+                  result.detail.c_str());
+      return 2;
+  }
+  return 2;
+}
+
+}  // namespace sepal
