@@ -1,0 +1,77 @@
+// PeerIdentity helpers shared by both providers and the authz filter: descriptions,
+// capability value parsing and method pattern matching.
+#include "proxy/identity/identity.h"
+
+#include <boost/json.hpp>
+
+#include "proxy/common/strings.h"
+
+namespace sepal::identity {
+namespace {
+
+// One capability value. Anything but an object cannot restrict methods, so it grants all;
+// a "methods" key of an unexpected type grants nothing, because guessing what an operator
+// meant must never widen access.
+CapabilityGrant GrantFromValue(const boost::json::value& value) {
+  CapabilityGrant grant;
+  const boost::json::object* object = value.if_object();
+  if (object == nullptr) return grant;
+  const boost::json::value* methods = object->if_contains("methods");
+  if (methods == nullptr) return grant;
+  grant.all_methods = false;
+  if (const boost::json::string* single = methods->if_string()) {
+    grant.methods.emplace_back(single->data(), single->size());
+  } else if (const boost::json::array* list = methods->if_array()) {
+    for (const boost::json::value& pattern : *list) {
+      if (const boost::json::string* text = pattern.if_string()) {
+        grant.methods.emplace_back(text->data(), text->size());
+      }
+    }
+  }
+  return grant;
+}
+
+}  // namespace
+
+std::string PeerIdentity::Describe() const {
+  std::string name = !node_name.empty() ? node_name : node_fqdn;
+  if (name.empty()) name = "unnamed node";
+  if (tagged()) {
+    std::string tag_list;
+    for (const std::string& tag : tags) {
+      if (!tag_list.empty()) tag_list += ',';
+      tag_list += tag;
+    }
+    return StrCat(name, " (", tag_list, ")");
+  }
+  if (!user_login.empty()) return StrCat(name, " (", user_login, ")");
+  return name;
+}
+
+std::vector<CapabilityGrant> ParseCapabilityValues(std::string_view json_array) {
+  std::vector<CapabilityGrant> grants;
+  boost::system::error_code ec;
+  boost::json::value parsed =
+      boost::json::parse(boost::json::string_view(json_array.data(), json_array.size()), ec);
+  if (ec) return grants;
+  const boost::json::array* values = parsed.if_array();
+  if (values == nullptr) return grants;
+  grants.reserve(values->size());
+  for (const boost::json::value& value : *values) grants.push_back(GrantFromValue(value));
+  return grants;
+}
+
+bool MethodPatternMatches(std::string_view pattern, std::string_view path) {
+  if (!pattern.empty() && pattern.back() == '*') {
+    pattern.remove_suffix(1);
+    return path.substr(0, pattern.size()) == pattern;
+  }
+  return pattern == path;
+}
+
+std::string PeerAddress::ToString() const {
+  if (ip.is_v6()) return StrCat("[", ip.to_string(), "]:", port);
+  return StrCat(ip.to_string(), ":", port);
+}
+
+}  // namespace sepal::identity
