@@ -123,6 +123,7 @@ client() {
 
 # True if the last client output contains $1.
 output_has() { grep -qF -- "$1" <<<"$out"; }
+output_lacks() { ! grep -qF -- "$1" <<<"$out"; }
 
 section "setup: dependencies and build"
 scripts/install-deps.sh
@@ -163,7 +164,9 @@ start_superlink
 
 section "sepal's configuration"
 explain "deploy/examples/demo.yaml with the socket path and port filled in: one listener on" \
-  "127.0.0.1:$port routing the Fleet and Control services to the SuperLink. Exec has no route."
+  "127.0.0.1:$port routing Fleet (allowed to tag:supernode) and Control (allowed to the user" \
+  "alice@example.com) to the SuperLink. Exec has no route. A static identity table stands in" \
+  "for tailscaled: every loopback client is the tagged SuperNode demo-supernode."
 sed -e "s|unix:SOCKET_PATH|unix:$socket|" -e "s|127\.0\.0\.1:19092|127.0.0.1:$port|" \
   deploy/examples/demo.yaml >"$config"
 if ! grep -qF "unix:$socket" "$config" || ! grep -qF "127.0.0.1:$port" "$config"; then
@@ -188,18 +191,23 @@ section "(a) SuperNode -> SuperLink: Fleet API"
 explain "A SuperNode registers, then pulls its instructions. Model parameters travel inside" \
   "these messages, so PullMessages carries a 1 MiB payload through the proxy and back." \
   "SuperNode authentication rides in gRPC metadata, which must reach the SuperLink untouched."
-check "Fleet CreateNode is OK" client --metadata flwr-demo-auth=token-123 --show-metadata \
-  /flwr.proto.Fleet/CreateNode
+explain "sepal adds who the peer is as metadata, and drops any tailscale-* copies a client sends."
+check "Fleet CreateNode from tag:supernode is OK" client --metadata flwr-demo-auth=token-123 \
+  --metadata tailscale-node-tags=tag:admin --show-metadata /flwr.proto.Fleet/CreateNode
 check "the SuperLink saw the SuperNode's metadata" output_has "upstream saw flwr-demo-auth=token-123"
+check "the SuperLink saw the identity sepal vouches for" \
+  output_has "upstream saw tailscale-node-tags=tag:supernode"
+check "the spoofed tailscale-node-tags never arrived" output_lacks "tag:admin"
 check "Fleet PullMessages with 1 MiB is OK" client --payload-bytes 1MiB /flwr.proto.Fleet/PullMessages
 check "1 MiB went through" output_has "1048576 payload bytes sent"
 
-section "(b) flwr CLI -> SuperLink: Control API"
-explain "The operator's 'flwr ls' and 'flwr log' use Control.ListRuns and the server-streaming" \
-  "Control.StreamLogs: each log line is forwarded as it arrives, not buffered."
-check "Control ListRuns is OK" client --run-id 7 /flwr.proto.Control/ListRuns
-check "Control StreamLogs is OK" client --run-id 7 --lines 5 /flwr.proto.Control/StreamLogs
-check "all 5 log lines arrived" output_has "5 log lines"
+section "(b) a SuperNode trying the operators' Control API"
+explain "'flwr ls' uses Control.ListRuns. Only alice@example.com may call Control, so the" \
+  "SuperNode is refused by sepal; the SuperLink never sees the call. Expected failure:"
+check "Control ListRuns from the SuperNode is PERMISSION_DENIED" \
+  client --run-id 7 --expect PERMISSION_DENIED /flwr.proto.Control/ListRuns
+check "the refusal names peer and method" output_has "demo-supernode"
+check "the refusal names the method" output_has "/flwr.proto.Control/ListRuns"
 
 section "(c) a method without a route"
 explain "The config routes no flwr.proto.Exec method, so sepal answers UNIMPLEMENTED itself" \
@@ -215,11 +223,11 @@ stop_process "$superlink_pid" "stand-in SuperLink" || rc=$?
 superlink_pid=""
 check "the stand-in SuperLink exited 0 on SIGTERM" test "$rc" -eq 0
 say "   stand-in SuperLink stopped"
-check "ListRuns without a SuperLink is UNAVAILABLE" \
-  client --timeout 2s --expect UNAVAILABLE /flwr.proto.Control/ListRuns
+check "GetRun without a SuperLink is UNAVAILABLE" \
+  client --timeout 2s --expect UNAVAILABLE /flwr.proto.Fleet/GetRun
 explain "Restarting the SuperLink on the same socket: the next call goes through again."
 start_superlink
-check "ListRuns after the restart is OK" client --timeout 5s /flwr.proto.Control/ListRuns
+check "GetRun after the restart is OK" client --timeout 5s /flwr.proto.Fleet/GetRun
 
 section "(e) a plain HTTP/1.1 request on the gRPC port"
 explain "Someone points a browser or curl at the port: sepal answers in plain text instead of" \
@@ -231,12 +239,6 @@ indent <<<"$out"
 check "curl got an answer" test "$curl_rc" -eq 0
 check "the answer is 505 with a readable reason" output_has "HTTP/1.1 505 HTTP Version Not Supported"
 
-# TODO(identity): when identity and authorization land, run a second sepal with
-#   `identity: {provider: static}` (127.0.0.0/8 -> node dev-node, tags [tag:supernode]) and an
-#   `allow:` list on each route, then show: Fleet CreateNode from the tagged SuperNode -> OK with
-#   `upstream saw tailscale-node-tags=tag:supernode`; Control ListRuns from that same SuperNode
-#   -> PERMISSION_DENIED naming peer and method (--expect PERMISSION_DENIED); a peer no static
-#   entry matches -> UNAUTHENTICATED; client-sent tailscale-* headers stripped before upstream.
 # TODO(metrics): when the admin listener exists, add `admin: {address: 127.0.0.1:PORT}` to the
 #   demo config and curl /metrics here, showing sepal_grpc_requests_total by grpc_method and
 #   grpc_code (the OK, UNIMPLEMENTED and UNAVAILABLE calls above),
