@@ -1,7 +1,18 @@
 // Server: worker startup, listener binding across workers, drain and stop.
 #include "proxy/server/server.h"
 
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio/generic/stream_protocol.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <cstring>
 #include <thread>
+
+#include "proxy/admin/admin_server.h"
+#include "proxy/metrics/metrics.h"
 
 #include "proxy/common/log.h"
 #include "proxy/identity/provider_factory.h"
@@ -46,7 +57,75 @@ absl::Status Server::Start() {
             listener.routes.size(), " routes, ", count, " workers)");
   }
   for (auto& worker : workers_) worker->Start();
+  started_ = true;
+  if (config_->admin.address) {
+    admin::AdminServer::Handlers handlers;
+    handlers.metrics = [] { return metrics::DefaultRegistry().Serialize(); };
+    handlers.ready = [this] { return CheckReadiness(); };
+    handlers.config = [this] { return admin::ConfigInfo{config_, 1, loaded_at_}; };
+    admin_ = std::make_unique<admin::AdminServer>(*config_->admin.address, std::move(handlers));
+    if (absl::Status status = admin_->Start(); !status.ok()) return status;
+  }
   return absl::OkStatus();
+}
+
+uint16_t Server::admin_port() const { return admin_ ? admin_->port() : 0; }
+
+namespace {
+
+// Connect-only probe, bounded by `timeout`; empty on success, else why not.
+std::string Probe(const boost::asio::generic::stream_protocol::endpoint& endpoint,
+                  std::chrono::milliseconds timeout) {
+  int fd = ::socket(endpoint.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return strerror(errno);
+  std::string problem;
+  if (::connect(fd, endpoint.data(), static_cast<socklen_t>(endpoint.size())) != 0) {
+    if (errno != EINPROGRESS) {
+      problem = strerror(errno);
+    } else {
+      pollfd p{fd, POLLOUT, 0};
+      int err = 0;
+      socklen_t len = sizeof(err);
+      if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) {
+        problem = "connect timed out";
+      } else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+        problem = strerror(err);
+      }
+    }
+  }
+  ::close(fd);
+  return problem;
+}
+
+}  // namespace
+
+admin::Readiness Server::CheckReadiness() const {
+  admin::Readiness readiness;
+  auto problem = [&](std::string component, std::string what) {
+    readiness.ready = false;
+    readiness.problems.emplace_back(std::move(component), std::move(what));
+  };
+  if (!started_) problem("listeners", "not bound yet");
+  for (const config::UpstreamConfig& upstream : config_->upstreams) {
+    boost::asio::generic::stream_protocol::endpoint endpoint;
+    if (upstream.address.kind == config::SocketAddress::Kind::kUnix) {
+      endpoint = boost::asio::local::stream_protocol::endpoint(upstream.address.path);
+    } else {
+      boost::system::error_code ec;
+      auto ip = boost::asio::ip::make_address(upstream.address.host, ec);
+      if (ec) ip = boost::asio::ip::make_address("127.0.0.1");  // names: probe loopback
+      endpoint = boost::asio::ip::tcp::endpoint(ip, upstream.address.port);
+    }
+    std::string why = Probe(endpoint, std::chrono::milliseconds(500));
+    if (!why.empty()) problem("upstream " + upstream.name, upstream.address.text + ": " + why);
+  }
+  if (config_->identity.provider == config::IdentityConfig::Provider::kTailscale) {
+    const std::string& socket = config_->identity.tailscale.socket;
+    std::string why = Probe(boost::asio::local::stream_protocol::endpoint(socket),
+                            std::chrono::milliseconds(500));
+    if (!why.empty()) problem("identity tailscale", socket + ": " + why);
+  }
+  return readiness;
 }
 
 uint16_t Server::BoundPort(const std::string& listener_name) const {
@@ -76,6 +155,7 @@ bool Server::Drain(std::chrono::milliseconds timeout) {
 }
 
 void Server::Stop() {
+  if (admin_) admin_->Stop();
   for (auto& worker : workers_) worker->Stop();
   workers_.clear();
   if (identity_) identity_->Shutdown();

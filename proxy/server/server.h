@@ -15,6 +15,10 @@
 namespace sepal {
 
 class Worker;
+namespace admin {
+class AdminServer;
+struct Readiness;
+}  // namespace admin
 
 class Server {
  public:
@@ -34,12 +38,19 @@ class Server {
   // Closes whatever is left and joins the workers.
   void Stop();
   size_t connection_count() const;
+  // Port of the admin server (/metrics, /healthz, /ready, /config); 0 if none.
+  uint16_t admin_port() const;
+  // What /ready reports: listeners bound, upstreams and identity provider reachable.
+  admin::Readiness CheckReadiness() const;
 
  private:
   config::ConfigSnapshot config_;
   std::unique_ptr<identity::IdentityProvider> identity_;  // outlives the workers
   std::vector<std::unique_ptr<Worker>> workers_;
   std::map<std::string, uint16_t> bound_ports_;
+  std::unique_ptr<admin::AdminServer> admin_;
+  std::chrono::system_clock::time_point loaded_at_ = std::chrono::system_clock::now();
+  bool started_ = false;
 };
 
 }  // namespace sepal

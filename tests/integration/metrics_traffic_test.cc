@@ -1,6 +1,7 @@
 // Metrics after known traffic: request counts by method and code, bytes, authz decisions,
 // identity lookups, protocol errors and upstream connect failures.
 #include <arpa/inet.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <sstream>
@@ -147,6 +148,71 @@ TEST_F(ProxyTest, MetricsCountBadInputAndUpstreamFailures) {
   }
   close(fd);
   EXPECT_EQ(Now(http1) - http1_0, 1);
+}
+
+// Plain HTTP/1.1 GET on 127.0.0.1:port; returns the whole response (status line included).
+std::string HttpGet(uint16_t port, const std::string& path) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return "";
+  }
+  std::string request = "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  if (write(fd, request.data(), request.size()) < 0) return "";
+  std::string response;
+  char buf[8192];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) response.append(buf, static_cast<size_t>(n));
+  close(fd);
+  return response;
+}
+
+TEST_F(ProxyTest, AdminServerExposesMetricsReadinessAndConfig) {
+  StartSepal("admin:\n  address: 127.0.0.1:0\n" + DefaultConfigYaml(backend_->address()));
+  uint16_t admin = server_->admin_port();
+  ASSERT_NE(admin, 0);
+  {
+    auto stub = Fleet::NewStub(NewChannel());
+    grpc::ClientContext context;
+    FleetRequest request;
+    FleetResponse response;
+    ASSERT_TRUE(stub->GetFab(&context, request, &response).ok());
+  }
+  std::string scraped;
+  const std::string series =
+      R"(sepal_grpc_requests_total{listener="fleet",grpc_service="flwr.proto.Fleet",grpc_method="GetFab",grpc_code="OK"})";
+  for (int i = 0; i < 100; ++i) {
+    scraped = HttpGet(admin, "/metrics");
+    if (Value(scraped.substr(scraped.find("\r\n\r\n") + 4), series) >= 1) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(scraped.starts_with("HTTP/1.1 200")) << scraped.substr(0, 200);
+  std::string body = scraped.substr(scraped.find("\r\n\r\n") + 4);
+  EXPECT_GE(Value(body, series), 1);
+  if (std::system("command -v promtool >/dev/null 2>&1") == 0) {
+    char path[] = "/tmp/sepal-metrics-XXXXXX";
+    int fd = mkstemp(path);
+    ASSERT_EQ(write(fd, body.data(), body.size()), static_cast<ssize_t>(body.size()));
+    close(fd);
+    int rc = std::system((std::string("promtool check metrics < ") + path + " >/dev/null 2>&1").c_str());
+    std::remove(path);
+    EXPECT_EQ(WEXITSTATUS(rc), 0) << "promtool rejected the exposition";
+  }
+  EXPECT_TRUE(HttpGet(admin, "/healthz").starts_with("HTTP/1.1 200"));
+  EXPECT_TRUE(HttpGet(admin, "/ready").starts_with("HTTP/1.1 200"));
+  std::string config = HttpGet(admin, "/config");
+  EXPECT_NE(config.find("\"upstreams\""), std::string::npos);
+  EXPECT_NE(config.find("\"generation\""), std::string::npos);
+  backend_->Shutdown();
+  std::string ready = HttpGet(admin, "/ready");
+  EXPECT_TRUE(ready.starts_with("HTTP/1.1 503")) << ready;
+  EXPECT_NE(ready.find("upstream superlink"), std::string::npos) << ready;
 }
 
 }  // namespace
