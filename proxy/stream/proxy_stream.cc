@@ -378,6 +378,19 @@ void ProxyStream::StartDeadline(std::chrono::nanoseconds timeout) {
 
 // ---------------------------------------------------------------- data providers
 
+namespace {
+
+// Ends a data provider's body: EOF, and the trailers (if any) carry END_STREAM instead.
+void EndBody(nghttp2_session* session, int32_t stream_id, const nghttp2_nv* trailers,
+             size_t count, uint32_t* data_flags) {
+  *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+  if (count > 0 && nghttp2_submit_trailer(session, stream_id, trailers, count) == 0) {
+    *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+  }
+}
+
+}  // namespace
+
 ssize_t ProxyStream::ReadRequestBody(nghttp2_session* session, int32_t stream_id, uint8_t* buf,
                                      size_t length, uint32_t* data_flags, nghttp2_data_source*,
                                      void*) {
@@ -391,13 +404,8 @@ ssize_t ProxyStream::ReadRequestBody(nghttp2_session* session, int32_t stream_id
   }
   if (self->request_body_.empty()) {
     if (self->request_ended_) {
-      *data_flags |= NGHTTP2_DATA_FLAG_EOF;
-      if (!self->request_trailers_.empty()) {
-        std::vector<nghttp2_nv> nv = self->request_trailers_.ToNv();
-        if (nghttp2_submit_trailer(session, stream_id, nv.data(), nv.size()) == 0) {
-          *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        }
-      }
+      std::vector<nghttp2_nv> nv = self->request_trailers_.ToNv();
+      EndBody(session, stream_id, nv.data(), nv.size(), data_flags);
       return static_cast<ssize_t>(n);
     }
     if (n == 0) {
@@ -425,21 +433,13 @@ ssize_t ProxyStream::ReadResponseBody(nghttp2_session* session, int32_t stream_i
       std::string code_text = std::to_string(static_cast<int>(self->local_code_));
       nghttp2_nv nv[] = {HeaderList::MakeNv("grpc-status", code_text),
                          HeaderList::MakeNv("grpc-message", self->local_message_)};
-      *data_flags |= NGHTTP2_DATA_FLAG_EOF;
-      if (nghttp2_submit_trailer(session, stream_id, nv, 2) == 0) {
-        *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-      }
+      EndBody(session, stream_id, nv, 2, data_flags);
       return static_cast<ssize_t>(n);
     }
     if (self->upstream_ended_) {
       self->response_finished_ = true;
-      *data_flags |= NGHTTP2_DATA_FLAG_EOF;
-      if (!self->response_trailers_.empty()) {
-        std::vector<nghttp2_nv> nv = self->response_trailers_.ToNv();
-        if (nghttp2_submit_trailer(session, stream_id, nv.data(), nv.size()) == 0) {
-          *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        }
-      }
+      std::vector<nghttp2_nv> nv = self->response_trailers_.ToNv();
+      EndBody(session, stream_id, nv.data(), nv.size(), data_flags);
       return static_cast<ssize_t>(n);
     }
     if (n == 0) {

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "proxy/metrics/metrics.h"
+#include "tests/integration/loopback.h"
 #include "tests/integration/proxy_fixture.h"
 
 namespace sepal::test {
@@ -135,12 +136,8 @@ TEST_F(ProxyTest, MetricsCountBadInputAndUpstreamFailures) {
             grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(Now(connect_series) - connect0, 1);
   // An HTTP/1.1 request is counted once.
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port_);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  int fd = ConnectLoopback(port_);
+  ASSERT_GE(fd, 0);
   const char kRequest[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
   ASSERT_GT(write(fd, kRequest, sizeof(kRequest) - 1), 0);
   char buf[256];
@@ -152,17 +149,8 @@ TEST_F(ProxyTest, MetricsCountBadInputAndUpstreamFailures) {
 
 // Plain HTTP/1.1 GET on 127.0.0.1:port; returns the whole response (status line included).
 std::string HttpGet(uint16_t port, const std::string& path) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  timeval tv{5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return "";
-  }
+  int fd = ConnectLoopback(port);
+  if (fd < 0) return "";
   std::string request = "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
   if (write(fd, request.data(), request.size()) < 0) return "";
   std::string response;

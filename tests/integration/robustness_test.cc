@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "tests/integration/loopback.h"
 #include "tests/integration/proxy_fixture.h"
 #include "tests/support/h2_test_client.h"
 
@@ -19,12 +20,8 @@ using sepal::test::EchoResponse;
 // Sends `bytes` on a fresh TCP connection and returns what comes back before the server
 // closes (or 3 s pass). `closed` tells whether the server closed the connection.
 std::string RawExchange(uint16_t port, const std::string& bytes, bool* closed) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  int fd = ConnectLoopback(port);
+  EXPECT_GE(fd, 0);
   EXPECT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
   std::string received;
   *closed = false;

@@ -16,6 +16,8 @@
 #include <string>
 #include <thread>
 
+#include "tests/integration/loopback.h"
+
 namespace sepal::test {
 
 inline uint16_t FreeLoopbackPort() {
@@ -31,14 +33,9 @@ inline uint16_t FreeLoopbackPort() {
 }
 
 inline bool CanConnect(uint16_t port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  close(fd);
-  return ok;
+  int fd = ConnectLoopback(port);
+  if (fd >= 0) close(fd);
+  return fd >= 0;
 }
 
 class SepalProcess {
