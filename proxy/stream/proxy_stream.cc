@@ -42,7 +42,33 @@ ProxyStream::ProxyStream(DownstreamConnection& downstream, int32_t stream_id)
 
 ProxyStream::~ProxyStream() {
   DetachUpstream(NGHTTP2_CANCEL);
+  DropResponseBody();
+  // Request bytes received but never forwarded: the stream is gone, so only the
+  // downstream connection's window needs them back.
+  if (request_received_ > request_consumed_) {
+    nghttp2_session_consume_connection(downstream_.session(),
+                                       request_received_ - request_consumed_);
+  }
   RecordStats();
+}
+
+void ProxyStream::AckResponseBytes(size_t n) {
+  if (n == 0) return;
+  if (upstream_ != nullptr && upstream_id_ > 0) {
+    nghttp2_session_consume(upstream_->session(), upstream_id_, n);
+    upstream_->ScheduleFlush();
+    return;
+  }
+  std::shared_ptr<Http2Connection> source = response_source_.lock();
+  if (source && !source->closed() && source->session() != nullptr) {
+    nghttp2_session_consume_connection(source->session(), n);
+    source->ScheduleFlush();
+  }
+}
+
+void ProxyStream::DropResponseBody() {
+  AckResponseBytes(response_body_.size());
+  response_body_.Clear();
 }
 
 void ProxyStream::RecordStats() {
@@ -146,10 +172,12 @@ void ProxyStream::Dispatch() {
 
 void ProxyStream::OnRequestData(const uint8_t* data, size_t length) {
   request_bytes_ += length;
+  request_received_ += length;
   if (upstream_ended_ || response_finished_ || route_ == nullptr) {
     // Nobody will read this body any more: acknowledge it so the connection window stays
     // open for the client's other streams.
-    nghttp2_session_consume(downstream_.session(), downstream_id_, length);
+    ConsumeDownstream(length);
+    request_consumed_ += length;
     return;
   }
   request_body_.Append(data, length);
@@ -181,9 +209,10 @@ void ProxyStream::ConsumeDownstream(size_t n) {
 
 void ProxyStream::DropRequestBody() {
   // Acknowledge what the client sent but nobody will forward.
-  uint64_t received = request_read_position_ + request_body_.size();
-  if (received > request_consumed_) ConsumeDownstream(received - request_consumed_);
-  request_consumed_ = std::max(request_consumed_, received);
+  if (request_received_ > request_consumed_) {
+    ConsumeDownstream(request_received_ - request_consumed_);
+    request_consumed_ = request_received_;
+  }
   request_body_.Clear();
 }
 
@@ -206,6 +235,7 @@ void ProxyStream::AttachUpstream(UpstreamConnection& upstream) {
   upstream_ = &upstream;
   upstream_id_ = id;
   upstream_send_deferred_ = false;
+  response_source_ = upstream.shared_from_this();
 }
 
 void ProxyStream::OnResponseHeader(nghttp2_rcbuf* name, nghttp2_rcbuf* value, uint8_t flags,
@@ -259,7 +289,7 @@ void ProxyStream::OnResponseHeadersComplete(bool end_stream, bool is_trailer) {
 void ProxyStream::OnResponseData(const uint8_t* data, size_t length) {
   response_bytes_ += length;
   if (response_finished_ || local_trailers_pending_) {
-    if (upstream_ != nullptr) nghttp2_session_consume(upstream_->session(), upstream_id_, length);
+    AckResponseBytes(length);
     return;
   }
   response_body_.Append(data, length);
@@ -301,7 +331,7 @@ void ProxyStream::OnUpstreamStreamClosed(uint32_t error_code) {
   // Mid-response: pass the reset on with the same code, as the client would have seen it.
   SetFinalCode(stats::CodeForReset(error_code));
   response_finished_ = true;
-  response_body_.Clear();
+  DropResponseBody();
   nghttp2_submit_rst_stream(downstream_.session(), NGHTTP2_FLAG_NONE, downstream_id_,
                             error_code == NGHTTP2_NO_ERROR ? uint32_t{NGHTTP2_INTERNAL_ERROR} : error_code);
   downstream_.ScheduleFlush();
@@ -329,7 +359,7 @@ void ProxyStream::OnUpstreamFailed(std::string_view why, bool refused) {
   }
   SetFinalCode(grpc::StatusCode::kUnavailable);
   response_finished_ = true;
-  response_body_.Clear();
+  DropResponseBody();
   nghttp2_submit_rst_stream(downstream_.session(), NGHTTP2_FLAG_NONE, downstream_id_,
                             NGHTTP2_INTERNAL_ERROR);
   downstream_.ScheduleFlush();
@@ -360,7 +390,7 @@ void ProxyStream::LocalReply(grpc::StatusCode code, std::string_view message,
     // Response under way: finish it with our trailers once the provider is called again.
     local_trailers_pending_ = true;
     upstream_ended_ = true;
-    response_body_.Clear();
+    DropResponseBody();
     downstream_send_deferred_ = true;  // force a resume
     ResumeDownstreamSend();
   }
@@ -422,10 +452,7 @@ ssize_t ProxyStream::ReadResponseBody(nghttp2_session* session, int32_t stream_i
   auto* self = static_cast<ProxyStream*>(nghttp2_session_get_stream_user_data(session, stream_id));
   if (self == nullptr) return NGHTTP2_ERR_DEFERRED;
   size_t n = self->response_body_.Read(buf, length);
-  if (n > 0 && self->upstream_ != nullptr) {
-    nghttp2_session_consume(self->upstream_->session(), self->upstream_id_, n);
-    self->upstream_->ScheduleFlush();
-  }
+  self->AckResponseBytes(n);
   if (self->response_body_.empty()) {
     if (self->local_trailers_pending_) {
       self->local_trailers_pending_ = false;

@@ -14,6 +14,7 @@
 #include "proxy/buffer/chunk_buffer.h"
 #include "proxy/grpc/grpc_status.h"
 #include "proxy/http2/header_list.h"
+#include "proxy/http2/http2_connection.h"
 
 namespace sepal {
 
@@ -79,6 +80,11 @@ class ProxyStream {
   void ResumeDownstreamSend();
   void DropRequestBody();
   void ConsumeDownstream(size_t n);
+  // Credits `n` response bytes that left response_body_ (forwarded or dropped) to the
+  // upstream's flow-control window, even after the upstream stream has closed: otherwise
+  // the upstream connection's window would shrink with every call.
+  void AckResponseBytes(size_t n);
+  void DropResponseBody();
   void SetFinalCode(grpc::StatusCode code) {
     if (final_code_ < 0) final_code_ = static_cast<int>(code);
   }
@@ -102,8 +108,11 @@ class ProxyStream {
   ChunkBuffer response_body_;
   // Bytes of request body acknowledged to the client's flow control window so far,
   // and the read position in the body (replays after a refused attempt re-read bytes).
+  uint64_t request_received_ = 0;
   uint64_t request_consumed_ = 0;
   uint64_t request_read_position_ = 0;
+  // The connection the response comes from, for AckResponseBytes after its stream closed.
+  std::weak_ptr<Http2Connection> response_source_;
 
   bool request_ended_ = false;       // client sent END_STREAM
   bool upstream_ended_ = false;      // upstream sent END_STREAM (or a local reply ended it)

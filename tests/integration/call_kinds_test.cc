@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "tests/integration/proxy_fixture.h"
+#include "tests/support/h2_test_client.h"
 
 namespace sepal::test {
 namespace {
@@ -206,6 +207,46 @@ TEST_F(ProxyTest, ManyConcurrentCallsOnOneConnection) {
   }
   for (auto& thread : threads) thread.join();
   EXPECT_EQ(ok.load(), 400);
+}
+
+TEST_F(ProxyTest, ResponsesBeyondTheConnectionWindowNeverStall) {
+  // 40 MiB of unary responses over one pooled upstream connection, whose receive window
+  // is 16 MiB: every byte must be credited back even though each upstream stream closes
+  // before its response is drained downstream.
+  StartDefault();
+  auto stub = Echo::NewStub(NewChannel());
+  for (int i = 0; i < 40; ++i) {
+    grpc::ClientContext context;
+    context.set_deadline(In(std::chrono::seconds(10)));
+    EchoRequest request;
+    request.set_response_size(1 << 20);
+    EchoResponse response;
+    grpc::Status status = stub->Unary(&context, request, &response);
+    ASSERT_TRUE(status.ok()) << "call " << i << ": " << status.error_message();
+    ASSERT_EQ(response.payload().size(), 1u << 20);
+  }
+}
+
+TEST_F(ProxyTest, SlowDrainingClientDoesNotLeakTheUpstreamConnectionWindow) {
+  // The client's 64 KiB window keeps most of each 512 KiB response buffered in sepal when
+  // the upstream stream has already closed. 60 such calls move 30 MiB through one upstream
+  // connection with a 16 MiB window: they only finish if those bytes are credited back.
+  StartDefault();
+  H2TestClient::Options options;
+  options.initial_window_size = 65535;
+  std::string error;
+  auto client = H2TestClient::Connect(SepalAddress(), options, &error);
+  ASSERT_NE(client, nullptr) << error;
+  EchoRequest request;
+  request.set_response_size(512 * 1024);
+  const std::string body = H2TestClient::GrpcFrame(request.SerializeAsString());
+  for (int i = 0; i < 60; ++i) {
+    int32_t id = client->SubmitRequest(H2TestClient::GrpcRequestHeaders("/sepal.test.Echo/Unary"));
+    ASSERT_GT(id, 0);
+    ASSERT_TRUE(client->SendData(id, body, true));
+    ASSERT_TRUE(client->WaitForStreamClose(id, std::chrono::seconds(5))) << "call " << i;
+    ASSERT_EQ(client->stream(id).GrpcStatus(), 0) << "call " << i;
+  }
 }
 
 TEST_F(ProxyTest, SeveralWorkersServeManyConnections) {
