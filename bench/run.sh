@@ -1,0 +1,487 @@
+#!/usr/bin/env bash
+# Benchmarks sepal against nginx, HAProxy and nghttpx in front of the stand-in SuperLink, one table.
+#
+# Usage: bench/run.sh [--quick] [--only direct,nginx,haproxy,nghttpx,sepal] [--duration 10s]
+#                     [--warmup 2s] [--install] [--no-build] [--keep]
+# See bench/README.md for what is measured and how.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD="$ROOT/build-release"
+RESULTS="$ROOT/bench/results"
+ALL_TARGETS=(direct nginx haproxy nghttpx sepal)
+
+duration=10s
+warmup=2s
+total_mib=256
+message_mib=4
+stream_timeout=60s
+connections=4
+concurrency=64
+payload=100
+only=""
+install=0
+build=1
+keep=0
+
+usage() {
+  sed -n '3,5s/^# \{0,1\}//p' "$0"
+  cat <<'EOF'
+  --quick        smoke run: 2s of unary load after 0.5s warmup, 64 MiB transfers
+  --only LIST    comma-separated subset of: direct nginx haproxy nghttpx sepal
+  --duration D   measured unary window (default 10s); --warmup D before it (default 2s)
+  --install      first install the peers (scripts/install-deps.sh --bench)
+  --no-build     use the binaries already in build-release/
+  --keep         keep the temporary directory with configs and logs
+EOF
+}
+
+while (($# > 0)); do
+  case "$1" in
+    --quick) duration=2s warmup=0.5s total_mib=64 stream_timeout=30s ;;
+    --only) only=${2:?--only needs a list}; shift ;;
+    --only=*) only=${1#*=} ;;
+    --duration) duration=${2:?--duration needs a value}; shift ;;
+    --duration=*) duration=${1#*=} ;;
+    --warmup) warmup=${2:?--warmup needs a value}; shift ;;
+    --warmup=*) warmup=${1#*=} ;;
+    --install) install=1 ;;
+    --no-build) build=0 ;;
+    --keep) keep=1 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "run.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+targets=("${ALL_TARGETS[@]}")
+if [[ -n "$only" ]]; then
+  IFS=, read -ra targets <<<"$only"
+  for t in "${targets[@]}"; do
+    [[ " ${ALL_TARGETS[*]} " == *" $t "* ]] || { echo "run.sh: unknown target $t" >&2; exit 2; }
+  done
+fi
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+# ---- processes: every one we start is remembered by PID and stopped by PID ----------------
+
+WORK=$(mktemp -d /tmp/sepal-bench.XXXXXX)
+declare -a started_pids=()
+
+stop_pid() {
+  local pid=$1
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local pid
+  for pid in "${started_pids[@]}"; do stop_pid "$pid"; done
+  if ((keep)); then log "configs and logs kept in $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start_pinned CORE LOG CMD...: runs CMD on one CPU core in the background; sets $last_pid.
+start_pinned() {
+  local core=$1 logfile=$2
+  shift 2
+  taskset -c "$core" "$@" >"$logfile" 2>&1 &
+  last_pid=$!
+  started_pids+=("$last_pid")
+}
+
+# The process and its descendants (nginx and nghttpx run a master and a worker).
+process_tree() {
+  local pid=$1 child
+  echo "$pid"
+  for child in $(pgrep -P "$pid" || true); do process_tree "$child"; done
+}
+
+# utime+stime in clock ticks, summed over the process tree.
+cpu_ticks() {
+  local total=0 pid stat fields
+  for pid in $(process_tree "$1"); do
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+    read -ra fields <<<"${stat##*) }"  # fields[0] is field 3 of proc(5), "state"
+    total=$((total + fields[11] + fields[12]))
+  done
+  echo "$total"
+}
+
+# Peak resident set (VmHWM) in KiB, summed over the process tree.
+peak_rss_kib() {
+  local total=0 pid kib
+  for pid in $(process_tree "$1"); do
+    kib=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+    total=$((total + ${kib:-0}))
+  done
+  echo "$total"
+}
+
+port_is_free() { [[ -z "$(ss -Htln "sport = :$1")" ]]; }
+
+pick_port() {
+  local port
+  for _ in $(seq 100); do
+    port=$((15000 + RANDOM % 17000))
+    if port_is_free "$port"; then
+      echo "$port"
+      return 0
+    fi
+  done
+  echo "run.sh: no free port found" >&2
+  return 1
+}
+
+# json_get JSON KEY: the value of a flat key in one line of loadgen output ("" if absent).
+json_get() {
+  local pattern="\"$2\":(\"[^\"]*\"|[^,}]*)"
+  if [[ $1 =~ $pattern ]]; then
+    local value=${BASH_REMATCH[1]}
+    echo "${value//\"/}"
+  fi
+}
+
+# ---- setup -----------------------------------------------------------------------------
+
+if ((install)); then "$ROOT/scripts/install-deps.sh" --bench; fi
+
+LOADGEN="$BUILD/bench/sepal-loadgen"
+BACKEND="$BUILD/tests/support/sepal-fake-superlink"
+SEPAL="$BUILD/proxy/sepal"
+sepal_built=1
+if ((build)); then
+  log "building the release preset (build-release/)"
+  # -O3 can raise false-positive warnings in GCC 12; a benchmark build must not stop on them.
+  cmake --preset release -DSEPAL_WERROR=OFF >"$WORK/configure.log" 2>&1 ||
+    { cat "$WORK/configure.log" >&2; exit 1; }
+  cmake --build --preset release --target sepal-loadgen sepal-fake-superlink >"$WORK/build.log" 2>&1 ||
+    { tail -40 "$WORK/build.log" >&2; exit 1; }
+  if ! cmake --build --preset release --target sepal >"$WORK/build-sepal.log" 2>&1; then
+    log "sepal does not build (see below); its row says so"
+    tail -15 "$WORK/build-sepal.log" >&2
+    sepal_built=0
+  fi
+fi
+[[ -x "$SEPAL" ]] || sepal_built=0
+for binary in "$LOADGEN" "$BACKEND"; do
+  [[ -x "$binary" ]] || { echo "run.sh: $binary is missing (drop --no-build?)" >&2; exit 1; }
+done
+
+# grpc++ honours http_proxy and grpc_proxy; the loopback runs must not go through one.
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY grpc_proxy
+
+start_pinned 0 "$WORK/backend.log" "$BACKEND" --listen 127.0.0.1:0 --threads 1
+backend_pid=$last_pid
+backend_port=""
+for _ in $(seq 100); do
+  backend_port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$WORK/backend.log")
+  [[ -n "$backend_port" ]] && break
+  kill -0 "$backend_pid" 2>/dev/null || break
+  sleep 0.1
+done
+if [[ -z "$backend_port" ]]; then
+  cat "$WORK/backend.log" >&2
+  echo "run.sh: the stand-in SuperLink did not start" >&2
+  exit 1
+fi
+log "stand-in SuperLink on 127.0.0.1:$backend_port (core 0)"
+
+# ---- peer configurations: one worker, h2c on both sides, no access logs -----------------
+
+write_nginx_config() {
+  local dir=$1 port=$2
+  mkdir -p "$dir/tmp"
+  cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $dir/tmp/body;
+  proxy_temp_path $dir/tmp/proxy;
+  fastcgi_temp_path $dir/tmp/fastcgi;
+  uwsgi_temp_path $dir/tmp/uwsgi;
+  scgi_temp_path $dir/tmp/scgi;
+  keepalive_requests 1000000000;
+  keepalive_timeout 300s;
+  client_max_body_size 0;
+  client_body_timeout 300s;
+  send_timeout 300s;
+  # Per-stream receive window, as sepal's default (1 MiB).
+  http2_body_preread_size 1m;
+  client_body_buffer_size 1m;
+  upstream backend {
+    server 127.0.0.1:$backend_port;
+    keepalive 128;
+    keepalive_requests 1000000000;
+    keepalive_timeout 300s;
+  }
+  server {
+    listen 127.0.0.1:$port http2;
+    location / {
+      grpc_pass grpc://backend;
+      grpc_buffer_size 64k;
+      grpc_read_timeout 300s;
+      grpc_send_timeout 300s;
+    }
+  }
+}
+EOF
+}
+
+write_haproxy_config() {
+  local dir=$1 port=$2
+  cat >"$dir/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  # Per-stream receive window, as sepal's default (1 MiB); tune.bufsize stays at its default.
+  tune.h2.initial-window-size 1048576
+
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  timeout http-request 300s
+  timeout tunnel 300s
+
+frontend grpc_in
+  bind 127.0.0.1:$port proto h2
+  default_backend superlink
+
+backend superlink
+  server stand_in 127.0.0.1:$backend_port proto h2
+EOF
+}
+
+nghttpx_args() {
+  local dir=$1 port=$2
+  # --conf=/dev/null: ignore /etc/nghttpx/nghttpx.conf. Windows as sepal's defaults
+  # (1 MiB per stream, 16 MiB per connection). No --accesslog-file: access log off.
+  printf '%s\n' --conf=/dev/null "--frontend=127.0.0.1,$port;no-tls" \
+    "--backend=127.0.0.1,$backend_port;;proto=h2" --workers=1 --no-ocsp --no-via \
+    --no-server-push "--errorlog-file=$dir/error.log" \
+    --frontend-http2-window-size=1M --frontend-http2-connection-window-size=16M \
+    --backend-http2-window-size=1M --backend-http2-connection-window-size=16M \
+    --frontend-read-timeout=5m --backend-read-timeout=5m --backend-write-timeout=5m \
+    --stream-write-timeout=5m
+}
+
+write_sepal_config() {
+  local dir=$1 port=$2
+  cat >"$dir/sepal.yaml" <<EOF
+workers: 1
+listeners:
+  - name: bench
+    address: 127.0.0.1:$port
+    routes:
+      - match: /sepal.test.Echo/
+        upstream: backend
+upstreams:
+  - name: backend
+    address: 127.0.0.1:$backend_port
+EOF
+}
+
+# start_proxy NAME PORT: starts the peer on core 1; sets $proxy_pid, or returns 1 with a reason
+# in $skip_reason.
+start_proxy() {
+  local name=$1 port=$2 dir="$WORK/$1"
+  mkdir -p "$dir"
+  case "$name" in
+    nginx)
+      command -v nginx >/dev/null || { skip_reason="not installed"; return 1; }
+      write_nginx_config "$dir" "$port"
+      start_pinned 1 "$dir/stderr.log" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf"
+      ;;
+    haproxy)
+      command -v haproxy >/dev/null || { skip_reason="not installed"; return 1; }
+      write_haproxy_config "$dir" "$port"
+      start_pinned 1 "$dir/stderr.log" haproxy -db -f "$dir/haproxy.cfg"
+      ;;
+    nghttpx)
+      command -v nghttpx >/dev/null || { skip_reason="not installed"; return 1; }
+      local args
+      mapfile -t args < <(nghttpx_args "$dir" "$port")
+      start_pinned 1 "$dir/stderr.log" nghttpx "${args[@]}"
+      ;;
+    sepal)
+      ((sepal_built)) || { skip_reason="not built"; return 1; }
+      write_sepal_config "$dir" "$port"
+      start_pinned 1 "$dir/stderr.log" "$SEPAL" --config "$dir/sepal.yaml"
+      ;;
+  esac
+  proxy_pid=$last_pid
+}
+
+# run_loadgen SECONDS ARGS...: the loadgen on core 0 with a hard stop as a last resort (it has
+# its own --timeout); prints its JSON line, or {"error":"failed"} if it printed none.
+run_loadgen() {
+  local limit=$1 out
+  shift
+  out=$(timeout --kill-after=5 "$limit" taskset -c 0 "$LOADGEN" "$@" 2>>"$WORK/loadgen.log" |
+    tail -n 1) || true
+  [[ "$out" == "{"* ]] || out='{"error":"failed"}'
+  echo "$out"
+}
+
+# Seconds in a duration like 10s, 500ms, 1.5s, 2m (rounded up), for outer time limits.
+duration_seconds() {
+  awk -v d="$1" 'BEGIN {
+    n = d + 0; if (d ~ /ms$/) n /= 1000; else if (d ~ /m$/) n *= 60
+    printf "%d", (n == int(n)) ? n : int(n) + 1 }'
+}
+
+# A transfer's cell: MiB/s, or why there is none.
+transfer_cell() {
+  local json=$1 error
+  error=$(json_get "$json" error)
+  case "$error" in
+    "") printf '%.1f' "$(json_get "$json" mib_per_s)" ;;
+    timeout) echo "stalled" ;;
+    *) echo "failed" ;;
+  esac
+}
+
+# ---- the runs ----------------------------------------------------------------------------
+
+declare -A rps p50 p99 stream_cell single_cell rss_mib cpu_us note
+clk_tck=$(getconf CLK_TCK)
+unary_limit=$(($(duration_seconds "$warmup") + $(duration_seconds "$duration") + 40))
+stream_limit=$(($(duration_seconds "$stream_timeout") + 15))
+RAW="$WORK/raw.jsonl"
+: >"$RAW"
+
+bench_one() {
+  local name=$1 target port proxy_pid="" skip_reason="" probe unary stream single
+  if [[ "$name" == direct ]]; then
+    target="127.0.0.1:$backend_port"
+  else
+    port=$(pick_port)
+    target="127.0.0.1:$port"
+    if ! start_proxy "$name" "$port"; then
+      note[$name]=$skip_reason
+      log "$name: $skip_reason"
+      return 0
+    fi
+  fi
+  log "$name: $target"
+
+  probe=$(run_loadgen 25 --mode probe --target "$target" --timeout 15s)
+  if [[ -n "$(json_get "$probe" error)" ]]; then
+    note[$name]="did not start (see $name/stderr.log)"
+    log "$name: no successful call within 15s"
+    [[ -n "$proxy_pid" ]] && { tail -5 "$WORK/$name/stderr.log" >&2 || true; stop_pid "$proxy_pid"; }
+    return 0
+  fi
+
+  local ticks_before=0 ticks_after=0
+  [[ -n "$proxy_pid" ]] && ticks_before=$(cpu_ticks "$proxy_pid")
+  unary=$(run_loadgen "$unary_limit" --mode unary --target "$target" \
+    --connections "$connections" --concurrency "$concurrency" --payload "$payload" \
+    --duration "$duration" --warmup "$warmup")
+  [[ -n "$proxy_pid" ]] && ticks_after=$(cpu_ticks "$proxy_pid")
+  echo "{\"target\":\"$name\",\"run\":$unary}" >>"$RAW"
+
+  if [[ -n "$(json_get "$unary" error)" ]] || [[ "$(json_get "$unary" calls)" == 0 ]]; then
+    rps[$name]="failed"
+  else
+    rps[$name]=$(printf '%.0f' "$(json_get "$unary" rps)")
+    p50[$name]=$(printf '%.0f' "$(json_get "$unary" p50_us)")
+    p99[$name]=$(printf '%.0f' "$(json_get "$unary" p99_us)")
+    local errors
+    errors=$(json_get "$unary" errors)
+    ((errors == 0)) || note[$name]="$errors errors: $(json_get "$unary" first_error)"
+    if [[ -n "$proxy_pid" ]]; then
+      cpu_us[$name]=$(awk -v t=$((ticks_after - ticks_before)) -v hz="$clk_tck" \
+        -v n="$(json_get "$unary" all_calls)" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+    fi
+  fi
+  log "$name: unary ${rps[$name]} req/s"
+
+  stream=$(run_loadgen "$stream_limit" --mode stream --target "$target" \
+    --total-mib "$total_mib" --message-mib "$message_mib" --timeout "$stream_timeout")
+  echo "{\"target\":\"$name\",\"run\":$stream}" >>"$RAW"
+  stream_cell[$name]=$(transfer_cell "$stream")
+  log "$name: ${total_mib} MiB in ${message_mib} MiB messages: ${stream_cell[$name]}"
+
+  single=$(run_loadgen "$stream_limit" --mode stream --target "$target" \
+    --total-mib "$total_mib" --message-mib "$total_mib" --timeout "$stream_timeout")
+  echo "{\"target\":\"$name\",\"run\":$single}" >>"$RAW"
+  single_cell[$name]=$(transfer_cell "$single")
+  log "$name: one ${total_mib} MiB message: ${single_cell[$name]}"
+
+  if [[ -n "$proxy_pid" ]]; then
+    rss_mib[$name]=$(awk -v k="$(peak_rss_kib "$proxy_pid")" 'BEGIN { printf "%.1f", k / 1024 }')
+    stop_pid "$proxy_pid"
+  fi
+}
+
+for name in "${targets[@]}"; do bench_one "$name"; done
+
+# ---- the table ---------------------------------------------------------------------------
+
+# Latency a proxy adds over the direct run, in µs.
+added() {
+  local value=$1 base=$2
+  if [[ "$value" =~ ^[0-9]+$ && "$base" =~ ^[0-9]+$ ]]; then
+    printf '%+d' $((value - base))
+  else
+    echo "-"
+  fi
+}
+
+headers=("target" "req/s" "% direct" "p50 µs" "p99 µs" "+p50 µs" "+p99 µs"
+  "${message_mib}MiB msgs MiB/s" "1×${total_mib}MiB MiB/s" "peak RSS MiB" "CPU µs/call" "note")
+rows=()
+for name in "${targets[@]}"; do
+  r=${rps[$name]:--}
+  share="-"
+  if [[ "$r" =~ ^[0-9]+$ && "${rps[direct]:-}" =~ ^[0-9]+$ ]] && ((rps[direct] > 0)); then
+    share="$((100 * r / rps[direct]))%"
+  fi
+  row=("$name" "$r" "$share" "${p50[$name]:--}" "${p99[$name]:--}"
+    "$(added "${p50[$name]:-}" "${p50[direct]:-}")" "$(added "${p99[$name]:-}" "${p99[direct]:-}")"
+    "${stream_cell[$name]:--}" "${single_cell[$name]:--}" "${rss_mib[$name]:--}"
+    "${cpu_us[$name]:--}" "${note[$name]:-}")
+  rows+=("$(IFS=$'\t'; echo "${row[*]}")")
+done
+
+stamp=$(date +%Y%m%d-%H%M%S)
+mkdir -p "$RESULTS"
+describe_run() {
+  echo "sepal bench $stamp on $(uname -r), $(nproc) cores: $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+  echo "unary: $concurrency calls in flight over $connections connections, ${payload}-byte echo, ${duration} after ${warmup} warmup"
+  echo "backend and loadgen on core 0, proxy on core 1, one worker; MiB/s counts bytes sent (echoed back)"
+  echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews every number)"
+}
+
+{
+  describe_run
+  echo
+  {
+    (IFS=$'\t'; echo "${headers[*]}")
+    printf '%s\n' "${rows[@]}"
+  } | column -t -s $'\t'
+} | tee "$RESULTS/$stamp.txt"
+
+{
+  describe_run | sed 's/^/    /'
+  echo
+  (IFS='|'; echo "|${headers[*]}|")
+  printf '|'; printf -- '---|%.0s' "${headers[@]}"; echo
+  for row in "${rows[@]}"; do echo "|${row//$'\t'/|}|"; done
+} >"$RESULTS/$stamp.md"
+cp "$RAW" "$RESULTS/$stamp.jsonl"
+log "results: bench/results/$stamp.{txt,md,jsonl}"
