@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks sepal against nginx, HAProxy and nghttpx in front of the stand-in SuperLink, one table.
 #
-# Usage: bench/run.sh [--quick] [--only direct,nginx,haproxy,nghttpx,sepal] [--duration 10s]
+# Usage: bench/run.sh [--quick] [--only direct,nginx,haproxy,nghttpx,sepal,...] [--duration 10s]
 #                     [--warmup 2s] [--install] [--no-build] [--keep]
 # See bench/README.md for what is measured and how.
 set -euo pipefail
@@ -9,7 +9,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD="$ROOT/build-release"
 RESULTS="$ROOT/bench/results"
-ALL_TARGETS=(direct nginx haproxy nghttpx sepal)
+ALL_TARGETS=(direct nginx haproxy nghttpx sepal sepal-static sepal-tailscale)
 
 duration=10s
 warmup=2s
@@ -29,6 +29,7 @@ usage() {
   cat <<'EOF'
   --quick        smoke run: 2s of unary load after 0.5s warmup, 64 MiB transfers
   --only LIST    comma-separated subset of: direct nginx haproxy nghttpx sepal
+                 sepal-static sepal-tailscale (identity + authz on)
   --duration D   measured unary window (default 10s); --warmup D before it (default 2s)
   --install      first install the peers (scripts/install-deps.sh --bench)
   --no-build     use the binaries already in build-release/
@@ -156,6 +157,7 @@ if ((install)); then "$ROOT/scripts/install-deps.sh" --bench; fi
 
 LOADGEN="$BUILD/bench/sepal-loadgen"
 BACKEND="$BUILD/tests/support/sepal-fake-superlink"
+FAKE_TAILSCALED="$BUILD/tests/support/sepal-fake-tailscaled"
 SEPAL="$BUILD/proxy/sepal"
 sepal_built=1
 if ((build)); then
@@ -163,7 +165,8 @@ if ((build)); then
   # -O3 can raise false-positive warnings in GCC 12; a benchmark build must not stop on them.
   cmake --preset release -DSEPAL_WERROR=OFF >"$WORK/configure.log" 2>&1 ||
     { cat "$WORK/configure.log" >&2; exit 1; }
-  cmake --build --preset release --target sepal-loadgen sepal-fake-superlink >"$WORK/build.log" 2>&1 ||
+  cmake --build --preset release --target sepal-loadgen sepal-fake-superlink \
+    sepal-fake-tailscaled >"$WORK/build.log" 2>&1 ||
     { tail -40 "$WORK/build.log" >&2; exit 1; }
   if ! cmake --build --preset release --target sepal >"$WORK/build-sepal.log" 2>&1; then
     log "sepal does not build (see below); its row says so"
@@ -278,20 +281,61 @@ nghttpx_args() {
     --stream-write-timeout=5m
 }
 
+# write_sepal_config DIR PORT [IDENTITY]: IDENTITY is none (routes only), static (a CIDR table)
+# or tailscale (WhoIs over the fake tailscaled's unix socket in DIR); with either, the route
+# admits only tag:supernode, so every call is looked up and authorized.
 write_sepal_config() {
-  local dir=$1 port=$2
-  cat >"$dir/sepal.yaml" <<EOF
-workers: 1
+  local dir=$1 port=$2 identity=${3:-none} allow=""
+  {
+    echo "workers: 1"
+    case "$identity" in
+      static)
+        cat <<EOF
+identity:
+  provider: static
+  static:
+    - match: 127.0.0.0/8
+      node: bench-supernode
+      user: tagged-devices
+      tags: [tag:supernode]
+EOF
+        ;;
+      tailscale)
+        cat <<EOF
+identity:
+  provider: tailscale
+  tailscale:
+    socket: $dir/tailscaled.sock
+EOF
+        ;;
+    esac
+    [[ "$identity" == none ]] || allow=$'\n        allow:\n          tags: [tag:supernode]'
+    cat <<EOF
 listeners:
   - name: bench
     address: 127.0.0.1:$port
     routes:
       - match: /sepal.test.Echo/
-        upstream: backend
+        upstream: backend$allow
 upstreams:
   - name: backend
     address: 127.0.0.1:$backend_port
 EOF
+  } >"$dir/sepal.yaml"
+}
+
+# The fake tailscaled for sepal-tailscale, on core 0 with the client side: every loopback
+# address is the tagged SuperNode of the WhoIs fixture (tag:supernode).
+start_fake_tailscaled() {
+  local dir=$1
+  [[ -x "$FAKE_TAILSCALED" ]] || return 1
+  start_pinned 0 "$dir/tailscaled.log" "$FAKE_TAILSCALED" --socket "$dir/tailscaled.sock" \
+    --peer 127.0.0.1=tagged-node.json
+  for _ in $(seq 50); do
+    [[ -S "$dir/tailscaled.sock" ]] && return 0
+    sleep 0.1
+  done
+  return 1
 }
 
 # start_proxy NAME PORT: starts the peer on core 1; sets $proxy_pid, or returns 1 with a reason
@@ -316,9 +360,14 @@ start_proxy() {
       mapfile -t args < <(nghttpx_args "$dir" "$port")
       start_pinned 1 "$dir/stderr.log" nghttpx "${args[@]}"
       ;;
-    sepal)
+    sepal | sepal-static | sepal-tailscale)
       ((sepal_built)) || { skip_reason="not built"; return 1; }
-      write_sepal_config "$dir" "$port"
+      local identity=${name#sepal}
+      identity=${identity#-}
+      if [[ "$identity" == tailscale ]]; then
+        start_fake_tailscaled "$dir" || { skip_reason="fake tailscaled did not start"; return 1; }
+      fi
+      write_sepal_config "$dir" "$port" "${identity:-none}"
       start_pinned 1 "$dir/stderr.log" "$SEPAL" --config "$dir/sepal.yaml"
       ;;
   esac
