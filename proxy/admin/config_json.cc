@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "proxy/common/strings.h"
+#include "proxy/common/time_format.h"
 
 namespace sepal::admin {
 namespace {
@@ -30,21 +31,6 @@ std::string FormatDuration(Duration duration) {
     }
   }
   return out;
-}
-
-// RFC 3339 in UTC with milliseconds: two reloads within one second stay distinguishable.
-std::string FormatRfc3339(std::chrono::system_clock::time_point when) {
-  using namespace std::chrono;
-  auto ms = floor<milliseconds>(when);
-  auto day = floor<days>(ms);
-  year_month_day date{day};
-  hh_mm_ss<milliseconds> time{ms - day};
-  char text[40];
-  std::snprintf(text, sizeof(text), "%04d-%02u-%02uT%02d:%02d:%02d.%03dZ", int(date.year()),
-                unsigned(date.month()), unsigned(date.day()), int(time.hours().count()),
-                int(time.minutes().count()), int(time.seconds().count()),
-                int(time.subseconds().count()));
-  return text;
 }
 
 // Addresses as the operator wrote them; models built in code may lack the text.
@@ -219,6 +205,14 @@ std::string Render(const config::Config& config, uint64_t generation,
   root["workers"] = config.workers;
   root["drain_timeout"] = View(FormatDuration(config.drain_timeout));
   root["identity"] = Identity(config.identity);
+  switch (config.access_log.output) {
+    case config::AccessLogConfig::Output::kOff: root["access_log"] = "off"; break;
+    case config::AccessLogConfig::Output::kStdout: root["access_log"] = "stdout"; break;
+    case config::AccessLogConfig::Output::kStderr: root["access_log"] = "stderr"; break;
+    case config::AccessLogConfig::Output::kFile:
+      root["access_log"] = View(config.access_log.path);
+      break;
+  }
   json::array listeners;
   for (const config::ListenerConfig& listener : config.listeners) {
     listeners.emplace_back(Listener(listener));

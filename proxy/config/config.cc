@@ -292,6 +292,7 @@ class Loader {
 
   // Each Read* below returns InvalidArgument with file:line and key path on bad input.
   absl::Status ReadAdmin(const Value& value, AdminConfig* admin) const;
+  absl::Status ReadAccessLog(const Value& value, AccessLogConfig* access_log) const;
   absl::Status ReadIdentity(const Value& value, IdentityConfig* identity) const;
   absl::Status ReadStaticIdentity(const Value& value, StaticIdentity* entry) const;
   absl::Status ReadCapabilities(const Value& value,
@@ -464,7 +465,8 @@ absl::Status Loader::LoadRoot(const YAML::Node& root, Config* config) {
   Map map;
   SEPAL_CONFIG_ASSIGN(
       map, OpenMap(Value{root, "", LineOf(root, 1)},
-                   {"admin", "workers", "drain_timeout", "identity", "listeners", "upstreams"}));
+                   {"admin", "workers", "drain_timeout", "identity", "access_log", "listeners",
+                    "upstreams"}));
   if (auto value = map.Get("admin")) SEPAL_CONFIG_TRY(ReadAdmin(*value, &config->admin));
   if (auto value = map.Get("workers")) {
     SEPAL_CONFIG_ASSIGN(config->workers, ReadInteger(*value, 0, kMaxWorkers));
@@ -473,6 +475,9 @@ absl::Status Loader::LoadRoot(const YAML::Node& root, Config* config) {
     SEPAL_CONFIG_ASSIGN(config->drain_timeout, ReadDuration(*value));
   }
   if (auto value = map.Get("identity")) SEPAL_CONFIG_TRY(ReadIdentity(*value, &config->identity));
+  if (auto value = map.Get("access_log")) {
+    SEPAL_CONFIG_TRY(ReadAccessLog(*value, &config->access_log));
+  }
   // Upstreams first, so routes can be checked against them wherever they appear in the file.
   if (auto value = map.Get("upstreams")) {
     SEPAL_CONFIG_TRY(ReadUpstreams(*value, &config->upstreams));
@@ -494,6 +499,34 @@ absl::Status Loader::ReadAdmin(const Value& value, AdminConfig* admin) const {
     }
     // Port 0 (ephemeral) is accepted as for listeners: the admin server listens too.
     admin->address = std::move(address);
+  }
+  return absl::OkStatus();
+}
+
+// `access_log: off | stdout | stderr | /absolute/path.log`. A file must be creatable now, so
+// a typo fails `--check` and a reload rather than silently logging nowhere.
+absl::Status Loader::ReadAccessLog(const Value& value, AccessLogConfig* access_log) const {
+  std::string text;
+  SEPAL_CONFIG_ASSIGN(text, ReadNonEmptyString(value));
+  if (text == "off") {
+    access_log->output = AccessLogConfig::Output::kOff;
+  } else if (text == "stdout") {
+    access_log->output = AccessLogConfig::Output::kStdout;
+  } else if (text == "stderr") {
+    access_log->output = AccessLogConfig::Output::kStderr;
+  } else if (text.front() == '/') {
+    int fd = open(text.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+      int error = errno;
+      return Error(value, absl::StrCat("cannot open ", Quoted(text), " for appending: ",
+                                       std::strerror(error)));
+    }
+    close(fd);
+    access_log->output = AccessLogConfig::Output::kFile;
+    access_log->path = text;
+  } else {
+    return Error(value, absl::StrCat("expected off, stdout, stderr or an absolute file path, got ",
+                                     Quoted(text)));
   }
   return absl::OkStatus();
 }
@@ -1013,6 +1046,14 @@ std::string Summarize(const Config& config) {
                         ", user ", entry.user.empty() ? "-" : entry.user, ", tags ",
                         JoinOrDash(entry.tags), ", capabilities ", JoinOrDash(capabilities), "\n");
       }
+      break;
+  }
+  switch (config.access_log.output) {
+    case AccessLogConfig::Output::kOff: absl::StrAppend(&out, "access_log: off\n"); break;
+    case AccessLogConfig::Output::kStdout: absl::StrAppend(&out, "access_log: stdout\n"); break;
+    case AccessLogConfig::Output::kStderr: absl::StrAppend(&out, "access_log: stderr\n"); break;
+    case AccessLogConfig::Output::kFile:
+      absl::StrAppend(&out, "access_log: ", config.access_log.path, "\n");
       break;
   }
   static constexpr const char* kProxyProtocolNames[] = {"none", "v1", "v2", "any"};

@@ -23,6 +23,8 @@ struct SocketAddress {
   uint16_t port = 0;   // kTcp
   std::string path;    // kUnix: filesystem path ("unix:" prefix stripped)
   std::string text;    // as written in the file, for logs and /config
+
+  bool operator==(const SocketAddress&) const = default;
 };
 
 struct AdminConfig {
@@ -38,12 +40,16 @@ struct StaticIdentity {
   // Capability name -> JSON array text of its values, e.g.
   // {"example.com/cap/flower": "[{\"methods\":[\"/flwr.proto.Fleet/*\"]}]"}.
   std::map<std::string, std::string> capabilities;
+
+  bool operator==(const StaticIdentity&) const = default;
 };
 
 struct TailscaleIdentityConfig {
   std::string socket = "/var/run/tailscale/tailscaled.sock";
   Duration cache_ttl = std::chrono::seconds(60);
   Duration lookup_timeout = std::chrono::seconds(2);
+
+  bool operator==(const TailscaleIdentityConfig&) const = default;
 };
 
 struct IdentityConfig {
@@ -51,12 +57,26 @@ struct IdentityConfig {
   Provider provider = Provider::kNone;  // no `identity` section = kNone
   TailscaleIdentityConfig tailscale;
   std::vector<StaticIdentity> static_identities;
+
+  // A reload keeps the running identity provider (and its cache) when this is unchanged.
+  bool operator==(const IdentityConfig&) const = default;
+};
+
+// One JSON line per finished call (`access_log:` in the file).
+struct AccessLogConfig {
+  enum class Output { kOff, kStdout, kStderr, kFile };
+  Output output = Output::kOff;
+  std::string path;  // kFile only
+
+  bool operator==(const AccessLogConfig&) const = default;
 };
 
 struct ListenerTlsConfig {
   std::string certificate;  // PEM file paths
   std::string private_key;
   std::string client_ca;    // empty = no client certificates requested
+
+  bool operator==(const ListenerTlsConfig&) const = default;
 };
 
 struct AllowRules {
@@ -85,6 +105,8 @@ struct Http2Limits {
   uint64_t stream_reset_burst = 1000;
   uint64_t stream_reset_rate = 33;  // per second
   size_t max_continuations = 8;     // CONTINUATION frames per header block
+
+  bool operator==(const Http2Limits&) const = default;
 };
 
 struct ListenerConfig {
@@ -99,6 +121,8 @@ struct ListenerConfig {
 struct UpstreamTlsConfig {
   std::string ca;
   std::string server_name;
+
+  bool operator==(const UpstreamTlsConfig&) const = default;
 };
 
 struct UpstreamConfig {
@@ -106,6 +130,9 @@ struct UpstreamConfig {
   SocketAddress address;
   std::optional<UpstreamTlsConfig> tls;
   Duration connect_timeout = std::chrono::seconds(5);
+
+  // A reload keeps the worker's connection pool of an upstream whose config is unchanged.
+  bool operator==(const UpstreamConfig&) const = default;
 };
 
 struct Config {
@@ -114,6 +141,7 @@ struct Config {
   unsigned workers = 0;  // 0 = one per core (resolved by the server, not the loader)
   Duration drain_timeout = std::chrono::seconds(30);
   IdentityConfig identity;
+  AccessLogConfig access_log;
   std::vector<ListenerConfig> listeners;
   std::vector<UpstreamConfig> upstreams;
 

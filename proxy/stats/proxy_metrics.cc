@@ -52,6 +52,9 @@ const Families& GetFamilies() {
         "sepal_config_last_reload_success_timestamp_seconds",
         "Unix time of the last successful configuration load.", {});
     f.build_info = &r.AddGauge("sepal_build_info", "Build information.", {"version"});
+    f.access_log_lines = &r.AddCounter(
+        "sepal_access_log_lines_total",
+        "Access log lines, by result (dropped: the output failed or fell behind).", {"result"});
     f.build_info->WithLabels({SEPAL_VERSION}).Set(1);
     return f;
   }();

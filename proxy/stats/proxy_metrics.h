@@ -30,6 +30,7 @@ struct Families {
   metrics::CounterFamily* config_reloads;     // result
   metrics::GaugeFamily* config_last_reload_success;
   metrics::GaugeFamily* build_info;           // version
+  metrics::CounterFamily* access_log_lines;   // result: written | dropped
 };
 
 // Declares every family in the default registry on first use (thread-safe).
