@@ -54,19 +54,22 @@ int Run(const std::string& config_path) {
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
     if (sig == SIGHUP) {
+      // A bad file or a reload that cannot be applied leaves the running config in force.
       auto reloaded = sepal::config::LoadConfigFile(config_path);
       if (!reloaded.ok()) {
         sepal::LogError("SIGHUP: config rejected, keeping the running one: ",
                         reloaded.status().message());
-      } else {
-        sepal::LogWarning("SIGHUP: ", config_path,
-                          " is valid, but live reload is not implemented yet; restart to apply");
+        server.CountReload(false);
+        continue;
       }
+      sepal::LogInfo("SIGHUP: reloading ", config_path);
+      (void)server.Reload(std::make_shared<const sepal::config::Config>(std::move(*reloaded)));
       continue;
     }
+    auto drain_timeout = server.config()->drain_timeout;
     sepal::LogInfo(sig == SIGTERM ? "SIGTERM" : "SIGINT", ": draining (up to ",
-                   snapshot->drain_timeout.count(), " ms)");
-    bool clean = server.Drain(snapshot->drain_timeout);
+                   drain_timeout.count(), " ms)");
+    bool clean = server.Drain(drain_timeout);
     server.Stop();
     sepal::LogInfo("stopped", clean ? "" : " (drain timeout: remaining connections closed)");
     return 0;

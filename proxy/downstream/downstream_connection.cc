@@ -35,7 +35,7 @@ DownstreamConnection::DownstreamConnection(Worker& worker, Listener& listener, S
                                            identity::PeerAddress peer)
     : Http2Connection(worker, std::move(socket)),
       listener_(listener),
-      config_(worker.config()),
+      routes_(listener.routes()),
       peer_address_(std::move(peer)),
       peer_(peer_address_.ToString()) {}
 
@@ -43,8 +43,8 @@ DownstreamConnection::~DownstreamConnection() = default;
 
 void DownstreamConnection::Start() {
   worker_.Register(this);
-  listener_.stats().ConnectionOpened();
-  if (listener_.config().proxy_protocol != config::ProxyProtocol::kNone) {
+  listener_.ConnectionOpened();
+  if (routes_->config.proxy_protocol != config::ProxyProtocol::kNone) {
     ReadProxyHeader();
     return;
   }
@@ -77,7 +77,7 @@ void DownstreamConnection::ReadProxyHeader() {
         }
         const auto* data = reinterpret_cast<const uint8_t*>(self->proxy_header_buffer_.data());
         ProxyParseResult parsed = ParseProxyHeader(data, self->proxy_header_buffer_.size(),
-                                                   self->listener_.config().proxy_protocol);
+                                                   self->routes_->config.proxy_protocol);
         switch (parsed.status) {
           case ProxyParseStatus::kNeedMore:
             self->ReadProxyHeader();
@@ -113,7 +113,7 @@ void DownstreamConnection::StartHttp2(std::string_view initial_bytes) {
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, &OnDataChunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, &OnStreamClose);
   nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(callbacks, &OnInvalidFrame);
-  const config::Http2Limits& limits = listener_.config().limits;
+  const config::Http2Limits& limits = routes_->config.limits;
   NgOption options = MakeServerOptions(limits);
   int rv = nghttp2_session_server_new2(&session_, callbacks, this, options.get());
   nghttp2_session_callbacks_del(callbacks);
@@ -130,7 +130,7 @@ void DownstreamConnection::StartHttp2(std::string_view initial_bytes) {
 }
 
 void DownstreamConnection::BeginIdentityLookup() {
-  identity::IdentityProvider* provider = worker_.identity_provider();
+  identity::IdentityProvider* provider = routes_->generation->identity.get();
   if (provider == nullptr) return;
   identity_state_ = IdentityState::kPending;
   lookup_started_ = std::chrono::steady_clock::now();
@@ -230,7 +230,7 @@ void DownstreamConnection::OnClose(std::string_view reason) {
   }
   streams_.clear();
   worker_.Unregister(this);
-  listener_.stats().ConnectionClosed();
+  listener_.ConnectionClosed();
 }
 
 void DownstreamConnection::DestroyStream(int32_t stream_id) {

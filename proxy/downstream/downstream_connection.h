@@ -12,6 +12,7 @@
 #include "proxy/config/config.h"
 #include "proxy/http2/http2_connection.h"
 #include "proxy/identity/identity.h"
+#include "proxy/worker/generation.h"
 
 namespace sepal {
 
@@ -31,8 +32,6 @@ class DownstreamConnection final : public Http2Connection {
 
   Listener& listener() const { return listener_; }
   const std::string& peer() const { return peer_; }
-  // Keeps the config (routes, allow rules) of this connection alive while it lives.
-  const config::ConfigSnapshot& config() const { return config_; }
 
   // Called by nghttp2 when a stream is finished; destroys the ProxyStream.
   void DestroyStream(int32_t stream_id);
@@ -67,7 +66,9 @@ class DownstreamConnection final : public Http2Connection {
   static int OnInvalidFrame(nghttp2_session*, const nghttp2_frame*, int, void*);
 
   Listener& listener_;
-  config::ConfigSnapshot config_;
+  // The listener's routes when this connection was accepted: its HTTP/2 limits, PROXY
+  // protocol mode and identity provider. (Each stream takes the then-current routes.)
+  ListenerRoutesPtr routes_;
   identity::PeerAddress peer_address_;
   std::string peer_;  // peer_address_ as text, for logs and messages
 

@@ -14,13 +14,16 @@ namespace sepal {
 namespace asio = boost::asio;
 using asio::ip::tcp;
 
-Listener::Listener(Worker& worker, const config::ListenerConfig& config, const config::Config& root,
-                   tcp::acceptor acceptor)
+Listener::Listener(Worker& worker, std::string name, tcp::acceptor acceptor,
+                   ListenerRoutesPtr routes)
     : worker_(worker),
-      config_(config),
-      router_(config, root),
-      stats_(config.name, worker.index()),
-      acceptor_(std::move(acceptor)) {}
+      name_(std::move(name)),
+      routes_(std::move(routes)),
+      stats_(name_, worker.index()),
+      acceptor_(std::move(acceptor)) {
+  boost::system::error_code ignored;
+  port_ = acceptor_.local_endpoint(ignored).port();
+}
 
 void Listener::Start() { DoAccept(); }
 
@@ -30,32 +33,64 @@ void Listener::Stop() {
   acceptor_.close(ignored);
 }
 
+void Listener::Retire() {
+  if (retired_) return;
+  retired_ = true;
+  if (!stopped_) {
+    // Connections the kernel completed before the reload wait in the backlog; closing the
+    // socket now would reset them. Take them (non-blocking) and serve them, then stop.
+    boost::system::error_code ec;
+    acceptor_.non_blocking(true, ec);
+    for (int i = 0; !ec && i < 4096; ++i) {
+      tcp::socket socket(worker_.io());
+      acceptor_.accept(socket, ec);
+      if (!ec) Adopt(std::move(socket));
+    }
+  }
+  Stop();
+}
+
+void Listener::ConnectionOpened() {
+  ++open_connections_;
+  stats_.ConnectionOpened();
+}
+
+void Listener::ConnectionClosed() {
+  --open_connections_;
+  stats_.ConnectionClosed();
+  if (retired_ && open_connections_ == 0) worker_.ReleaseRetiredListener(this);
+}
+
 void Listener::DoAccept() {
   acceptor_.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
     if (stopped_) return;
     if (ec) {
       // EMFILE and friends: log, back off a little, keep listening.
-      LogWarning("listener ", config_.name, ": accept failed: ", ec.message());
+      LogWarning("listener ", name_, ": accept failed: ", ec.message());
       auto timer = std::make_shared<asio::steady_timer>(worker_.io(), std::chrono::milliseconds(50));
       timer->async_wait([this, timer](boost::system::error_code) {
         if (!stopped_) DoAccept();
       });
       return;
     }
-    boost::system::error_code ignored;
-    socket.set_option(tcp::no_delay(true), ignored);
-    identity::PeerAddress peer;
-    auto remote = socket.remote_endpoint(ignored);
-    if (!ignored) peer = {remote.address(), remote.port()};
-    auto protocol = socket.local_endpoint(ignored).protocol();
-    Http2Connection::Socket generic(worker_.io(),
-                                    asio::generic::stream_protocol(protocol.family(), IPPROTO_TCP),
-                                    socket.release());
-    auto connection = std::make_shared<DownstreamConnection>(worker_, *this, std::move(generic),
-                                                             std::move(peer));
-    connection->Start();
+    Adopt(std::move(socket));
     DoAccept();
   });
+}
+
+void Listener::Adopt(tcp::socket socket) {
+  boost::system::error_code ignored;
+  socket.set_option(tcp::no_delay(true), ignored);
+  identity::PeerAddress peer;
+  auto remote = socket.remote_endpoint(ignored);
+  if (!ignored) peer = {remote.address(), remote.port()};
+  auto protocol = socket.local_endpoint(ignored).protocol();
+  Http2Connection::Socket generic(worker_.io(),
+                                  asio::generic::stream_protocol(protocol.family(), IPPROTO_TCP),
+                                  socket.release());
+  auto connection = std::make_shared<DownstreamConnection>(worker_, *this, std::move(generic),
+                                                           std::move(peer));
+  connection->Start();
 }
 
 absl::StatusOr<tcp::acceptor> OpenListeningSocket(asio::io_context& io,

@@ -1,5 +1,5 @@
 // One listening socket of one worker (SO_REUSEPORT spreads connections over workers) and
-// the route table its connections use.
+// the routes its connections use, replaced on reload.
 #pragma once
 
 #include <boost/asio/ip/tcp.hpp>
@@ -7,6 +7,7 @@
 
 #include "proxy/config/config.h"
 #include "proxy/router/router.h"
+#include "proxy/worker/generation.h"
 #include "proxy/stats/proxy_metrics.h"
 
 namespace sepal {
@@ -15,26 +16,44 @@ class Worker;
 
 class Listener {
  public:
-  Listener(Worker& worker, const config::ListenerConfig& config, const config::Config& root,
-           boost::asio::ip::tcp::acceptor acceptor);
+  Listener(Worker& worker, std::string name, boost::asio::ip::tcp::acceptor acceptor,
+           ListenerRoutesPtr routes);
 
   void Start();
+  // Stops accepting (closes the socket). Connections already accepted are not touched.
   void Stop();
+  // Reload: new connections and new streams use `routes` from now on.
+  void Update(ListenerRoutesPtr routes) { routes_ = std::move(routes); }
+  // Reload removed or moved this listener: accept what is already queued on the socket
+  // (so no client that connected before the reload is refused), then stop accepting.
+  void Retire();
+  bool retired() const { return retired_; }
 
-  const std::string& name() const { return config_.name; }
-  const config::ListenerConfig& config() const { return config_; }
-  const Router& router() const { return router_; }
+  const std::string& name() const { return name_; }
+  // The current routes (and listener config): taken by each new connection and stream.
+  const ListenerRoutesPtr& routes() const { return routes_; }
+  const config::ListenerConfig& config() const { return routes_->config; }
   stats::ListenerStats& stats() { return stats_; }
+  uint16_t port() const { return port_; }
+
+  // Open connections accepted here; a retired listener is destroyed when this reaches 0.
+  size_t open_connections() const { return open_connections_; }
+  void ConnectionOpened();
+  void ConnectionClosed();
 
  private:
   void DoAccept();
+  void Adopt(boost::asio::ip::tcp::socket socket);
 
   Worker& worker_;
-  const config::ListenerConfig& config_;
-  Router router_;
+  std::string name_;
+  ListenerRoutesPtr routes_;
   stats::ListenerStats stats_;
   boost::asio::ip::tcp::acceptor acceptor_;
+  uint16_t port_ = 0;
   bool stopped_ = false;
+  bool retired_ = false;
+  size_t open_connections_ = 0;
 };
 
 // Opens a listening TCP socket with SO_REUSEPORT on `io`. Port 0 picks a free port; pass

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <thread>
 
+#include "filters/access_log/access_log.h"
 #include "proxy/admin/admin_server.h"
 #include "proxy/metrics/metrics.h"
 
@@ -27,46 +28,194 @@ Server::Server(config::ConfigSnapshot config) : config_(std::move(config)) {}
 
 Server::~Server() { Stop(); }
 
+namespace {
+
+// Resolves every TCP upstream host now, so a reload with a name that does not resolve
+// fails as a whole instead of leaving a worker with a pool that cannot connect.
+absl::Status ResolveUpstreams(const config::Config& config) {
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::resolver resolver(io);
+  for (const config::UpstreamConfig& upstream : config.upstreams) {
+    if (upstream.address.kind != config::SocketAddress::Kind::kTcp) continue;
+    boost::system::error_code ec;
+    auto results = resolver.resolve(upstream.address.host, std::to_string(upstream.address.port),
+                                    boost::asio::ip::tcp::resolver::numeric_service, ec);
+    if (ec || results.empty()) {
+      return absl::UnavailableError(StrCat("upstream ", upstream.name, ": cannot resolve ",
+                                           upstream.address.host, ": ",
+                                           ec ? ec.message() : std::string("no addresses")));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<filters::AccessLog>> Server::AccessLogFor(
+    const config::Config& next) {
+  if (next.access_log.output == config::AccessLogConfig::Output::kOff) return nullptr;
+  if (access_log_ && config_ && config_->access_log == next.access_log) return access_log_;
+  const stats::Families& families = stats::GetFamilies();
+  return filters::AccessLog::Open(next.access_log, static_cast<unsigned>(workers_.size()),
+                                  families.access_log_lines->WithLabels({"written"}),
+                                  families.access_log_lines->WithLabels({"dropped"}));
+}
+
+absl::Status Server::OpenNewListeners(const config::Config* current, const config::Config& next,
+                                      std::vector<WorkerPlan>& plans,
+                                      std::map<std::string, uint16_t>& ports) {
+  for (const config::ListenerConfig& listener : next.listeners) {
+    if (current != nullptr) {
+      auto same = std::find_if(current->listeners.begin(), current->listeners.end(),
+                               [&](const config::ListenerConfig& l) {
+                                 return l.name == listener.name && l.address == listener.address;
+                               });
+      if (same != current->listeners.end()) continue;  // keeps its sockets
+    }
+    uint16_t port = 0;
+    for (size_t i = 0; i < workers_.size(); ++i) {
+      auto acceptor = OpenListeningSocket(workers_[i]->io(), listener.address, port);
+      if (!acceptor.ok()) {
+        return absl::Status(acceptor.status().code(), StrCat("listener ", listener.name, ": ",
+                                                             acceptor.status().message()));
+      }
+      port = acceptor->local_endpoint().port();
+      plans[i].new_acceptors.emplace(listener.name, std::move(*acceptor));
+    }
+    ports[listener.name] = port;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Server::Start() {
-  identity_ = identity::MakeIdentityProvider(config_->identity);
   unsigned count = config_->workers;
   if (count == 0) count = std::max(1u, std::thread::hardware_concurrency());
   // One metrics shard per worker (plus the shared one), before any worker counts.
   stats::GetFamilies();
   metrics::DefaultRegistry().SetShardCount(count);
+  if (absl::Status status = ResolveUpstreams(*config_); !status.ok()) return status;
+  identity_ = identity::MakeIdentityProvider(config_->identity);
+  for (unsigned i = 0; i < count; ++i) workers_.push_back(std::make_unique<Worker>(i));
+  auto access_log = AccessLogFor(*config_);
+  if (!access_log.ok()) return access_log.status();
+  access_log_ = *std::move(access_log);
+
+  std::vector<WorkerPlan> plans(count);
+  std::map<std::string, uint16_t> ports;
+  if (absl::Status status = OpenNewListeners(nullptr, *config_, plans, ports); !status.ok()) {
+    return status;
+  }
   for (unsigned i = 0; i < count; ++i) {
-    auto worker = std::make_unique<Worker>(i, config_, identity_.get());
-    if (absl::Status status = worker->Init(); !status.ok()) return status;
-    workers_.push_back(std::move(worker));
+    plans[i].settings = {generation_, config_, identity_, access_log_};
+    workers_[i]->Apply(std::move(plans[i]));
+  }
+  {
+    std::lock_guard lock(mutex_);
+    bound_ports_ = ports;
   }
   for (const config::ListenerConfig& listener : config_->listeners) {
-    uint16_t port = 0;
-    for (auto& worker : workers_) {
-      auto acceptor = OpenListeningSocket(worker->io(), listener.address, port);
-      if (!acceptor.ok()) {
-        return absl::Status(acceptor.status().code(),
-                            StrCat("listener ", listener.name, ": ",
-                                         acceptor.status().message()));
-      }
-      port = acceptor->local_endpoint().port();
-      worker->AddListener(
-          std::make_unique<Listener>(*worker, listener, *config_, std::move(*acceptor)));
-    }
-    bound_ports_[listener.name] = port;
-    LogInfo("listener ", listener.name, " on ", listener.address.host, ":", port, " (",
-            listener.routes.size(), " routes, ", count, " workers)");
+    LogInfo("listener ", listener.name, " on ", listener.address.host, ":",
+            ports[listener.name], " (", listener.routes.size(), " routes, ", count,
+            " workers)");
   }
+  if (access_log_) LogInfo("access log to ", access_log_->description());
   for (auto& worker : workers_) worker->Start();
   started_ = true;
+  stats::GetFamilies().config_last_reload_success->WithLabels({}).Set(
+      std::chrono::duration<double>(loaded_at_.time_since_epoch()).count());
   if (config_->admin.address) {
     admin::AdminServer::Handlers handlers;
     handlers.metrics = [] { return metrics::DefaultRegistry().Serialize(); };
     handlers.ready = [this] { return CheckReadiness(); };
-    handlers.config = [this] { return admin::ConfigInfo{config_, 1, loaded_at_}; };
+    handlers.config = [this] {
+      std::lock_guard lock(mutex_);
+      return admin::ConfigInfo{config_, generation_, loaded_at_};
+    };
     admin_ = std::make_unique<admin::AdminServer>(*config_->admin.address, std::move(handlers));
     if (absl::Status status = admin_->Start(); !status.ok()) return status;
   }
   return absl::OkStatus();
+}
+
+void Server::CountReload(bool success) {
+  const stats::Families& families = stats::GetFamilies();
+  families.config_reloads->WithLabels({success ? "success" : "failure"})
+      .Increment(metrics::kSharedShard);
+  if (success) {
+    families.config_last_reload_success->WithLabels({}).Set(
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+            .count());
+  }
+}
+
+absl::Status Server::Reload(config::ConfigSnapshot next) {
+  if (!started_) return absl::FailedPreconditionError("reload before start");
+  config::ConfigSnapshot current = config();
+  auto fail = [&](const absl::Status& status) {
+    CountReload(false);
+    LogError("reload rejected, keeping generation ", generation(), ": ", status.message());
+    return status;
+  };
+  // What cannot change in a running process is kept, with a warning, rather than refusing
+  // the rest of the reload.
+  if (next->workers != current->workers) {
+    LogWarning("reload: workers changed (", current->workers, " -> ", next->workers,
+               "); a restart applies that, keeping ", workers_.size());
+  }
+  if (next->admin.address != current->admin.address) {
+    LogWarning("reload: admin.address changed; a restart applies that");
+  }
+  if (absl::Status status = ResolveUpstreams(*next); !status.ok()) return fail(status);
+  auto access_log = AccessLogFor(*next);
+  if (!access_log.ok()) return fail(access_log.status());
+  std::vector<WorkerPlan> plans(workers_.size());
+  std::map<std::string, uint16_t> new_ports;
+  // On failure the sockets opened so far close with `plans`.
+  if (absl::Status status = OpenNewListeners(current.get(), *next, plans, new_ports);
+      !status.ok()) {
+    return fail(status);
+  }
+  // The identity provider (and its cache) survives a reload that leaves its section alone.
+  std::shared_ptr<identity::IdentityProvider> identity =
+      next->identity == current->identity ? identity_
+                                          : identity::MakeIdentityProvider(next->identity);
+
+  uint64_t number = generation() + 1;
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    plans[i].settings = {number, next, identity, *access_log};
+    workers_[i]->ApplyAndWait(std::move(plans[i]));
+  }
+  identity_ = std::move(identity);
+  access_log_ = *std::move(access_log);
+  {
+    std::lock_guard lock(mutex_);
+    config_ = next;
+    generation_ = number;
+    loaded_at_ = std::chrono::system_clock::now();
+    std::map<std::string, uint16_t> ports;
+    for (const config::ListenerConfig& listener : next->listeners) {
+      auto added = new_ports.find(listener.name);
+      ports[listener.name] =
+          added != new_ports.end() ? added->second : bound_ports_[listener.name];
+    }
+    bound_ports_ = std::move(ports);
+  }
+  CountReload(true);
+  std::string sockets =
+      new_ports.empty() ? "" : StrCat(", new sockets for ", new_ports.size(), " listeners");
+  LogInfo("reload: generation ", number, " in force (", next->listeners.size(), " listeners, ",
+          next->upstreams.size(), " upstreams", sockets, ")");
+  return absl::OkStatus();
+}
+
+config::ConfigSnapshot Server::config() const {
+  std::lock_guard lock(mutex_);
+  return config_;
+}
+
+uint64_t Server::generation() const {
+  std::lock_guard lock(mutex_);
+  return generation_;
 }
 
 uint16_t Server::admin_port() const { return admin_ ? admin_->port() : 0; }
@@ -101,12 +250,13 @@ std::string Probe(const boost::asio::generic::stream_protocol::endpoint& endpoin
 
 admin::Readiness Server::CheckReadiness() const {
   admin::Readiness readiness;
+  config::ConfigSnapshot current = config();  // the admin thread reads a consistent one
   auto problem = [&](std::string component, std::string what) {
     readiness.ready = false;
     readiness.problems.emplace_back(std::move(component), std::move(what));
   };
   if (!started_) problem("listeners", "not bound yet");
-  for (const config::UpstreamConfig& upstream : config_->upstreams) {
+  for (const config::UpstreamConfig& upstream : current->upstreams) {
     boost::asio::generic::stream_protocol::endpoint endpoint;
     if (upstream.address.kind == config::SocketAddress::Kind::kUnix) {
       endpoint = boost::asio::local::stream_protocol::endpoint(upstream.address.path);
@@ -119,8 +269,8 @@ admin::Readiness Server::CheckReadiness() const {
     std::string why = Probe(endpoint, std::chrono::milliseconds(500));
     if (!why.empty()) problem("upstream " + upstream.name, upstream.address.text + ": " + why);
   }
-  if (config_->identity.provider == config::IdentityConfig::Provider::kTailscale) {
-    const std::string& socket = config_->identity.tailscale.socket;
+  if (current->identity.provider == config::IdentityConfig::Provider::kTailscale) {
+    const std::string& socket = current->identity.tailscale.socket;
     std::string why = Probe(boost::asio::local::stream_protocol::endpoint(socket),
                             std::chrono::milliseconds(500));
     if (!why.empty()) problem("identity tailscale", socket + ": " + why);
@@ -129,6 +279,7 @@ admin::Readiness Server::CheckReadiness() const {
 }
 
 uint16_t Server::BoundPort(const std::string& listener_name) const {
+  std::lock_guard lock(mutex_);
   auto it = bound_ports_.find(listener_name);
   return it == bound_ports_.end() ? 0 : it->second;
 }
@@ -160,6 +311,7 @@ void Server::Stop() {
   workers_.clear();
   if (identity_) identity_->Shutdown();
   identity_.reset();
+  access_log_.reset();
 }
 
 }  // namespace sepal

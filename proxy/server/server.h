@@ -1,20 +1,27 @@
 // The proxy as a whole: starts N workers with their listeners from one config snapshot,
-// drains and stops them. Used by main() and, in-process, by integration tests.
+// reloads them with a new one, drains and stops them. Used by main() and, in-process, by
+// integration tests.
 #pragma once
 
 #include <chrono>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "proxy/config/config.h"
 #include "proxy/identity/identity.h"
 
 namespace sepal {
 
 class Worker;
+struct WorkerPlan;
+namespace filters {
+class AccessLog;
+}  // namespace filters
 namespace admin {
 class AdminServer;
 struct Readiness;
@@ -29,6 +36,19 @@ class Server {
 
   // Binds every listener on every worker and starts the worker threads.
   absl::Status Start();
+  // Switches to `next` without dropping a connection or a stream: new streams use its
+  // routes and allow rules, streams in flight finish under the config they started with,
+  // added listeners open, removed ones stop accepting and drain, moved ones move. On error
+  // (a socket that cannot be bound, an upstream that cannot be resolved, an access log
+  // that cannot be opened) nothing changes. Counts sepal_config_reloads_total{result}.
+  // Not for concurrent use with Start/Drain/Stop (main thread or test thread only).
+  absl::Status Reload(config::ConfigSnapshot next);
+  // The config in force and its generation (1 = the one started with).
+  config::ConfigSnapshot config() const;
+  uint64_t generation() const;
+  // sepal_config_reloads_total{result} (+ the last-success time): Reload counts itself;
+  // main() counts a file that did not parse.
+  void CountReload(bool success);
   // Port a listener is bound to (useful with port 0 in tests); 0 if unknown.
   uint16_t BoundPort(const std::string& listener_name) const;
   unsigned worker_count() const { return static_cast<unsigned>(workers_.size()); }
@@ -44,12 +64,24 @@ class Server {
   admin::Readiness CheckReadiness() const;
 
  private:
+  // Opens sockets for the listeners of `next` that `current` (may be null) does not already
+  // serve at the same address, one per worker, into `plans`; records their ports.
+  absl::Status OpenNewListeners(const config::Config* current, const config::Config& next,
+                                std::vector<WorkerPlan>& plans,
+                                std::map<std::string, uint16_t>& ports);
+  // The access log for `next`: the running one if its settings are unchanged.
+  absl::StatusOr<std::shared_ptr<filters::AccessLog>> AccessLogFor(const config::Config& next);
+
+  mutable std::mutex mutex_;  // guards config_, generation_, loaded_at_, bound_ports_
   config::ConfigSnapshot config_;
-  std::unique_ptr<identity::IdentityProvider> identity_;  // outlives the workers
-  std::vector<std::unique_ptr<Worker>> workers_;
-  std::map<std::string, uint16_t> bound_ports_;
-  std::unique_ptr<admin::AdminServer> admin_;
+  uint64_t generation_ = 1;
   std::chrono::system_clock::time_point loaded_at_ = std::chrono::system_clock::now();
+  std::map<std::string, uint16_t> bound_ports_;
+
+  std::shared_ptr<identity::IdentityProvider> identity_;
+  std::shared_ptr<filters::AccessLog> access_log_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::unique_ptr<admin::AdminServer> admin_;
   bool started_ = false;
 };
 

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 
+#include "filters/access_log/access_log.h"
 #include "filters/authz/authz_filter.h"
 #include "filters/identity_headers/identity_headers.h"
 #include "proxy/common/log.h"
@@ -33,6 +34,7 @@ constexpr int kMaxAttempts = 3;
 ProxyStream::ProxyStream(DownstreamConnection& downstream, int32_t stream_id)
     : downstream_(downstream),
       downstream_id_(stream_id),
+      routes_(downstream.listener().routes()),
       request_body_(&downstream.worker().chunk_pool()),
       response_body_(&downstream.worker().chunk_pool()),
       started_(std::chrono::steady_clock::now()) {
@@ -84,6 +86,26 @@ void ProxyStream::RecordStats() {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
   if (request_bytes_ > 0) method.request_bytes.Increment(stats.shard(), request_bytes_);
   if (response_bytes_ > 0) method.response_bytes.Increment(stats.shard(), response_bytes_);
+  if (filters::AccessLog* access_log = routes_->generation->access_log.get()) {
+    filters::AccessLogEntry entry;
+    entry.time = std::chrono::system_clock::now();
+    entry.listener = downstream_.listener().name();
+    entry.peer = downstream_.peer();
+    const identity::LookupResult* lookup = downstream_.lookup();
+    if (lookup != nullptr && lookup->identity) entry.identity = lookup->identity.get();
+    entry.method = path;
+    entry.grpc_status = final_code_;
+    entry.decision = decision_;
+    entry.reason = !local_reason_.empty() ? local_reason_ : authz_reason_;
+    entry.duration_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+    entry.request_bytes = request_bytes_;
+    entry.response_bytes = response_bytes_;
+    if (route_ != nullptr && decision_ != "deny") {
+      entry.upstream = routes_->pool(route_->upstream_index).name();
+    }
+    access_log->Append(stats.shard(), entry);
+  }
 }
 
 void ProxyStream::DetachUpstream(uint32_t reset_code) {
@@ -110,7 +132,7 @@ void ProxyStream::OnRequestHeader(nghttp2_rcbuf* name, nghttp2_rcbuf* value, uin
   if (filters::IsReservedIdentityHeader(RcbufView(name))) return;
   // RFC 7541 size accounting, as SETTINGS_MAX_HEADER_LIST_SIZE defines it.
   request_header_bytes_ += n.len + v.len + 32;
-  if (request_header_bytes_ > downstream_.listener().config().limits.max_header_list_bytes) {
+  if (request_header_bytes_ > routes_->config.limits.max_header_list_bytes) {
     request_headers_too_large_ = true;
     request_headers_.Clear();
     return;
@@ -126,7 +148,7 @@ void ProxyStream::OnRequestHeadersComplete(bool end_stream) {
     return;
   }
   std::string_view path = request_headers_.Get(":path");
-  route_ = downstream_.listener().router().Match(path);
+  route_ = routes_->router.Match(path);
   if (route_ == nullptr) {
     LocalReply(grpc::StatusCode::kUnimplemented,
                StrCat("sepal: no route for ", path, " on listener ",
@@ -151,6 +173,8 @@ void ProxyStream::ContinueAfterIdentity() {
   filters::AuthzDecision decision =
       filters::Authorize(*route_->config, downstream_.lookup(), path, downstream_.peer());
   downstream_.listener().stats().AuthzDecision(decision.allowed, decision.reason);
+  decision_ = decision.allowed ? "allow" : "deny";
+  authz_reason_ = decision.reason;
   if (!decision.allowed) {
     LogInfo("authz: deny ", path, " for ", downstream_.peer(), " on ",
             downstream_.listener().name(), " (", decision.reason, ")");
@@ -167,7 +191,7 @@ void ProxyStream::OnRequestTrailer(nghttp2_rcbuf* name, nghttp2_rcbuf* value, ui
 
 void ProxyStream::Dispatch() {
   ++attempts_;
-  downstream_.worker().upstream_pool(route_->upstream_index).Dispatch(this);
+  routes_->pool(route_->upstream_index).Dispatch(this);
 }
 
 void ProxyStream::OnRequestData(const uint8_t* data, size_t length) {
@@ -370,6 +394,7 @@ void ProxyStream::OnUpstreamFailed(std::string_view why, bool refused) {
 void ProxyStream::LocalReply(grpc::StatusCode code, std::string_view message,
                              std::string_view details) {
   if (response_finished_) return;
+  local_reason_ = details;
   LogDebug("stream ", downstream_id_, " from ", downstream_.peer(), ": local reply ",
            grpc::StatusCodeName(code), " (", details, "): ", message);
   DetachUpstream(NGHTTP2_CANCEL);

@@ -15,6 +15,7 @@
 #include "proxy/grpc/grpc_status.h"
 #include "proxy/http2/header_list.h"
 #include "proxy/http2/http2_connection.h"
+#include "proxy/worker/generation.h"
 
 namespace sepal {
 
@@ -95,7 +96,9 @@ class ProxyStream {
   // The upstream connection carrying (upstream_id_ > 0) or queueing (-1) this stream.
   UpstreamConnection* upstream_ = nullptr;
   int32_t upstream_id_ = -1;
-  const Route* route_ = nullptr;
+  // The listener's routes when this stream began: a reload does not change them under it.
+  ListenerRoutesPtr routes_;
+  const Route* route_ = nullptr;  // in routes_->router
 
   HeaderList request_headers_;
   HeaderList request_trailers_;
@@ -132,6 +135,11 @@ class ProxyStream {
   uint64_t request_bytes_ = 0;
   uint64_t response_bytes_ = 0;
   int final_code_ = -1;
+  // For the access log: the authz outcome ("allow"/"deny", empty if never authorized) and
+  // the reasons (static literals of the authz filter and of LocalReply callers).
+  std::string_view decision_;
+  std::string_view authz_reason_;
+  std::string_view local_reason_;
 };
 
 }  // namespace sepal

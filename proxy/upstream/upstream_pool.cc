@@ -17,6 +17,7 @@ namespace asio = boost::asio;
 
 UpstreamPool::UpstreamPool(Worker& worker, const config::UpstreamConfig& config)
     : worker_(worker),
+      config_(config),
       name_(config.name),
       address_text_(config.address.text),
       address_(config.address),
@@ -38,14 +39,19 @@ absl::Status UpstreamPool::Init() {
   auto results = resolver.resolve(address_.host, std::to_string(address_.port),
                                   asio::ip::tcp::resolver::numeric_service, ec);
   if (ec || results.empty()) {
-    return absl::UnavailableError(StrCat("upstream ", name_, ": cannot resolve ",
-                                               address_.host, ": ", ec.message()));
+    resolve_error_ = StrCat("upstream ", name_, ": cannot resolve ", address_.host, ": ",
+                            ec ? ec.message() : std::string("no addresses"));
+    return absl::UnavailableError(resolve_error_);
   }
   endpoint_ = asio::generic::stream_protocol::endpoint(results.begin()->endpoint());
   return absl::OkStatus();
 }
 
 void UpstreamPool::Dispatch(ProxyStream* stream) {
+  if (!resolve_error_.empty()) {
+    stream->OnUpstreamFailed(resolve_error_, /*refused=*/false);
+    return;
+  }
   UpstreamConnection* best = nullptr;
   for (const auto& connection : connections_) {
     if (connection->closed() || connection->draining()) continue;

@@ -31,16 +31,21 @@ class UpstreamPool {
   void Shutdown();
 
   const std::string& name() const { return name_; }
+  // The config this pool was made for; a reload keeps the pool while it is unchanged.
+  const config::UpstreamConfig& config() const { return config_; }
+  size_t connection_count() const { return connections_.size(); }
   const std::string& address_text() const { return address_text_; }
   void CountConnectFailure();
 
  private:
   Worker& worker_;
+  config::UpstreamConfig config_;
   std::string name_;
   std::string address_text_;
   config::SocketAddress address_;
   std::chrono::milliseconds connect_timeout_;
   boost::asio::generic::stream_protocol::endpoint endpoint_;
+  std::string resolve_error_;  // set when Init could not resolve the address
   std::vector<std::shared_ptr<UpstreamConnection>> connections_;
   metrics::Counter connect_failures_;
 };

@@ -1,7 +1,8 @@
-// Worker thread lifecycle and connection registry.
+// Worker thread lifecycle, configuration generations and connection registry.
 #include "proxy/worker/worker.h"
 
 #include <boost/asio/post.hpp>
+#include <algorithm>
 #include <future>
 
 #include "proxy/common/log.h"
@@ -11,29 +12,149 @@
 
 namespace sepal {
 
-Worker::Worker(unsigned index, config::ConfigSnapshot config,
-               identity::IdentityProvider* identity)
-    : index_(index),
-      config_(std::move(config)),
-      identity_(identity),
-      work_guard_(io_.get_executor()) {}
+Worker::Worker(unsigned index) : index_(index), work_guard_(io_.get_executor()) {}
 
-Worker::~Worker() { Stop(); }
-
-absl::Status Worker::Init() {
-  for (const config::UpstreamConfig& upstream : config_->upstreams) {
-    auto pool = std::make_unique<UpstreamPool>(*this, upstream);
-    if (absl::Status status = pool->Init(); !status.ok()) return status;
-    pools_.push_back(std::move(pool));
-  }
-  return absl::OkStatus();
+Worker::~Worker() {
+  Stop();
+  // Before io_ goes: sockets and timers must not outlive their io_context.
+  retired_listeners_.clear();
+  listeners_.clear();
+  retired_pools_.clear();
+  generation_.reset();
 }
 
-void Worker::AddListener(std::unique_ptr<Listener> listener) {
-  listeners_.push_back(std::move(listener));
+void Worker::Apply(WorkerPlan plan) {
+  auto generation = std::make_shared<Generation>();
+  static_cast<GenerationSettings&>(*generation) = std::move(plan.settings);
+
+  // Pools: an upstream whose config is unchanged keeps its pool (and warm connections).
+  std::vector<std::shared_ptr<UpstreamPool>> old_pools;
+  if (generation_) old_pools = generation_->pools;
+  for (const config::UpstreamConfig& upstream : generation->config->upstreams) {
+    std::shared_ptr<UpstreamPool> pool;
+    for (auto& old : old_pools) {
+      if (old && old->config() == upstream) {
+        pool = std::move(old);
+        break;
+      }
+    }
+    if (!pool) {
+      pool = std::make_shared<UpstreamPool>(*this, upstream);
+      // The Server resolved every address before planning; a failure here (DNS changed in
+      // between) leaves the pool answering UNAVAILABLE with the reason.
+      if (absl::Status status = pool->Init(); !status.ok()) LogError(status.message());
+    }
+    generation->pools.push_back(std::move(pool));
+  }
+  for (auto& old : old_pools) {
+    if (old) retired_pools_.push_back(std::move(old));
+  }
+  generation_ = generation;
+
+  // Listeners: same name and socket → new routes; new socket → new listener (the old one
+  // of that name, if any, retires); absent from the config → retire.
+  std::vector<std::unique_ptr<Listener>> kept;
+  for (const config::ListenerConfig& listener_config : generation->config->listeners) {
+    auto routes = std::make_shared<const ListenerRoutes>(generation, listener_config);
+    auto acceptor = plan.new_acceptors.find(listener_config.name);
+    auto existing = std::find_if(listeners_.begin(), listeners_.end(), [&](const auto& l) {
+      return l && l->name() == listener_config.name;
+    });
+    if (acceptor == plan.new_acceptors.end() && existing != listeners_.end()) {
+      (*existing)->Update(std::move(routes));
+      kept.push_back(std::move(*existing));
+      continue;
+    }
+    if (acceptor == plan.new_acceptors.end()) {
+      LogError("worker ", index_, ": no socket for listener ", listener_config.name);
+      continue;
+    }
+    if (existing != listeners_.end()) RetireListener(std::move(*existing));
+    auto listener = std::make_unique<Listener>(*this, listener_config.name,
+                                               std::move(acceptor->second), std::move(routes));
+    if (running_ && !draining_) listener->Start();
+    kept.push_back(std::move(listener));
+  }
+  for (auto& listener : listeners_) {
+    if (listener) RetireListener(std::move(listener));
+  }
+  listeners_ = std::move(kept);
+  SweepRetiredPools();
+}
+
+void Worker::ApplyAndWait(WorkerPlan plan) {
+  std::promise<void> applied;
+  auto shared_plan = std::make_shared<WorkerPlan>(std::move(plan));
+  boost::asio::post(io_, [this, shared_plan, &applied] {
+    Apply(std::move(*shared_plan));
+    applied.set_value();
+  });
+  applied.get_future().wait();
+}
+
+void Worker::RetireListener(std::unique_ptr<Listener> listener) {
+  listener->Retire();
+  if (listener->open_connections() == 0) return;  // nothing to drain: destroyed now
+  // Its connections get the same two-step GOAWAY as a drain; what is still open after
+  // drain_timeout is closed.
+  std::vector<DownstreamConnection*> draining;
+  for (DownstreamConnection* connection : connections_) {
+    if (&connection->listener() == listener.get()) draining.push_back(connection);
+  }
+  for (DownstreamConnection* connection : draining) connection->BeginShutdown(false);
+  Listener* raw = listener.get();
+  auto final_goaway =
+      std::make_shared<boost::asio::steady_timer>(io_, std::chrono::milliseconds(200));
+  final_goaway->async_wait([this, raw, final_goaway](boost::system::error_code) {
+    std::vector<DownstreamConnection*> again;
+    for (DownstreamConnection* connection : connections_) {
+      if (&connection->listener() == raw) again.push_back(connection);
+    }
+    for (DownstreamConnection* connection : again) connection->BeginShutdown(true);
+  });
+  auto deadline = std::make_shared<boost::asio::steady_timer>(
+      io_, generation_ ? generation_->config->drain_timeout : std::chrono::seconds(30));
+  deadline->async_wait([this, raw, deadline](boost::system::error_code) {
+    std::vector<DownstreamConnection*> left;
+    for (DownstreamConnection* connection : connections_) {
+      if (&connection->listener() == raw) left.push_back(connection);
+    }
+    if (!left.empty()) {
+      LogWarning("listener ", raw->name(), " (removed by reload): closing ", left.size(),
+                 " connections still open after drain_timeout");
+    }
+    for (DownstreamConnection* connection : left) connection->ForceClose("listener removed");
+  });
+  retired_listeners_.push_back(std::move(listener));
+}
+
+void Worker::ReleaseRetiredListener(Listener* listener) {
+  // Deferred: called from inside the listener's last connection's close path.
+  boost::asio::post(io_, [this, listener] {
+    std::erase_if(retired_listeners_, [listener](const auto& l) { return l.get() == listener; });
+  });
+}
+
+void Worker::SweepRetiredPools() {
+  // A retired pool is only referenced here once every stream (via its ListenerRoutes) that
+  // could dispatch to it is gone; then its connections are idle and can be closed. It is
+  // destroyed once they have all closed.
+  std::erase_if(retired_pools_, [](const std::shared_ptr<UpstreamPool>& pool) {
+    if (pool.use_count() > 1) return false;
+    if (pool->connection_count() == 0) return true;
+    pool->Shutdown();
+    return false;
+  });
+  if (retired_pools_.empty() || sweep_timer_) return;
+  sweep_timer_ = std::make_unique<boost::asio::steady_timer>(io_, std::chrono::seconds(1));
+  sweep_timer_->async_wait([this](boost::system::error_code ec) {
+    sweep_timer_.reset();
+    if (!ec) SweepRetiredPools();
+  });
 }
 
 void Worker::Start() {
+  running_ = true;
   for (auto& listener : listeners_) listener->Start();
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), ("sepal-w" + std::to_string(index_)).c_str());
@@ -63,7 +184,11 @@ void Worker::Stop() {
     std::vector<DownstreamConnection*> snapshot(connections_.begin(), connections_.end());
     for (DownstreamConnection* connection : snapshot) connection->ForceClose("worker stopping");
     for (auto& listener : listeners_) listener->Stop();
-    for (auto& pool : pools_) pool->Shutdown();
+    if (generation_) {
+      for (auto& pool : generation_->pools) pool->Shutdown();
+    }
+    for (auto& pool : retired_pools_) pool->Shutdown();
+    if (sweep_timer_) sweep_timer_->cancel();
     work_guard_.reset();
     io_.stop();
   });

@@ -1,10 +1,15 @@
 // A worker thread: one io_context owning its listeners, downstream connections, upstream
-// pools and chunk pool. Nothing here is shared with other workers.
+// pools and chunk pool. Nothing here is shared with other workers; the Server hands each
+// worker a new configuration generation with Apply().
 #pragma once
 
-#include <boost/asio/io_context.hpp>
 #include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <map>
 #include <memory>
+#include <string>
 #include <thread>
 #include <unordered_set>
 #include <vector>
@@ -13,6 +18,7 @@
 #include "proxy/buffer/chunk_buffer.h"
 #include "proxy/config/config.h"
 #include "proxy/identity/identity.h"
+#include "proxy/worker/generation.h"
 
 namespace sepal {
 
@@ -20,17 +26,28 @@ class DownstreamConnection;
 class Listener;
 class UpstreamPool;
 
+// What a worker needs to switch to a new configuration.
+struct WorkerPlan {
+  GenerationSettings settings;
+  // Sockets opened (on this worker's io_context) for listeners that are new or whose
+  // address changed, by listener name. Every other listener keeps its socket.
+  std::map<std::string, boost::asio::ip::tcp::acceptor> new_acceptors;
+};
+
 class Worker {
  public:
-  // `identity` (may be null: routing only) is owned by the Server and outlives workers.
-  Worker(unsigned index, config::ConfigSnapshot config, identity::IdentityProvider* identity);
+  explicit Worker(unsigned index);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
-  // Before Start(): resolves upstreams and adopts listening sockets opened on io().
-  absl::Status Init();
-  void AddListener(std::unique_ptr<Listener> listener);
+  // Switches to the plan's generation: new pools for new or changed upstreams, new routes
+  // for every listener, new listeners started, removed or moved ones retired (they stop
+  // accepting and their connections drain). Before Start() on the caller's thread; after it,
+  // post it to io() (ApplyAndWait does).
+  void Apply(WorkerPlan plan);
+  // From another thread, once the worker runs: applies on the worker thread and waits.
+  void ApplyAndWait(WorkerPlan plan);
   void Start();
   // Stop accepting and send GOAWAY on every connection (thread-safe: posts to the worker).
   void BeginDrain();
@@ -42,26 +59,33 @@ class Worker {
   unsigned index() const { return index_; }
   boost::asio::io_context& io() { return io_; }
   ChunkPool& chunk_pool() { return chunk_pool_; }
-  const config::ConfigSnapshot& config() const { return config_; }
-  UpstreamPool& upstream_pool(size_t index) { return *pools_[index]; }
+  const std::shared_ptr<const Generation>& generation() const { return generation_; }
   bool draining() const { return draining_; }
-  identity::IdentityProvider* identity_provider() const { return identity_; }
 
   void Register(DownstreamConnection* connection);
   void Unregister(DownstreamConnection* connection);
+  // A retired listener's last connection closed: destroy it (deferred).
+  void ReleaseRetiredListener(Listener* listener);
 
  private:
+  void RetireListener(std::unique_ptr<Listener> listener);
+  void SweepRetiredPools();
+
   unsigned index_;
-  config::ConfigSnapshot config_;
-  identity::IdentityProvider* identity_;
+  std::shared_ptr<const Generation> generation_;
   boost::asio::io_context io_{1};
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_guard_;
   ChunkPool chunk_pool_;
   std::vector<std::unique_ptr<Listener>> listeners_;
-  std::vector<std::unique_ptr<UpstreamPool>> pools_;
+  // Removed or moved by a reload, kept until their connections are gone.
+  std::vector<std::unique_ptr<Listener>> retired_listeners_;
+  // Pools of upstreams a reload removed or changed, closed once no stream can use them.
+  std::vector<std::shared_ptr<UpstreamPool>> retired_pools_;
+  std::unique_ptr<boost::asio::steady_timer> sweep_timer_;
   std::unordered_set<DownstreamConnection*> connections_;
   std::atomic<size_t> connection_count_{0};
   bool draining_ = false;
+  bool running_ = false;
   std::thread thread_;
 };
 

@@ -8,13 +8,6 @@
 namespace sepal::test {
 namespace {
 
-using flwr::proto::Control;
-using flwr::proto::ControlRequest;
-using flwr::proto::ControlResponse;
-using flwr::proto::Fleet;
-using flwr::proto::FleetRequest;
-using flwr::proto::FleetResponse;
-
 // Loopback clients are a tagged SuperNode; PROXY sources map to the other identities.
 std::string AuthzConfig(const std::string& upstream, const std::string& proxy_protocol) {
   return R"(workers: 1

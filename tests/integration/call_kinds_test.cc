@@ -9,16 +9,6 @@
 namespace sepal::test {
 namespace {
 
-using flwr::proto::Control;
-using flwr::proto::ControlRequest;
-using flwr::proto::ControlResponse;
-using flwr::proto::Fleet;
-using flwr::proto::FleetRequest;
-using flwr::proto::FleetResponse;
-using sepal::test::Echo;
-using sepal::test::EchoRequest;
-using sepal::test::EchoResponse;
-
 bool Contains(const google::protobuf::RepeatedPtrField<std::string>& list,
               const std::string& value) {
   return std::find(list.begin(), list.end(), value) != list.end();

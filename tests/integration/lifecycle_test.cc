@@ -8,13 +8,6 @@
 namespace sepal::test {
 namespace {
 
-using flwr::proto::Control;
-using flwr::proto::ControlRequest;
-using flwr::proto::ControlResponse;
-using sepal::test::Echo;
-using sepal::test::EchoRequest;
-using sepal::test::EchoResponse;
-
 TEST_F(ProxyTest, ClientCancellationReachesTheSuperLink) {
   StartDefault();
   auto stub = Control::NewStub(NewChannel());

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <sstream>
+#include <string>
 
 namespace sepal::test {
 
@@ -24,6 +26,37 @@ inline int ConnectLoopback(uint16_t port) {
     return -1;
   }
   return fd;
+}
+
+// Plain HTTP/1.1 GET on 127.0.0.1:port (the admin server); the whole response, status line
+// included, or "" if nothing answered.
+inline std::string HttpGet(uint16_t port, const std::string& path) {
+  int fd = ConnectLoopback(port);
+  if (fd < 0) return "";
+  std::string request = "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  if (write(fd, request.data(), request.size()) < 0) {
+    close(fd);
+    return "";
+  }
+  std::string response;
+  char buf[8192];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) response.append(buf, static_cast<size_t>(n));
+  close(fd);
+  return response;
+}
+
+// Value of one exact series line ("name{labels}") in a Prometheus exposition; 0 if absent.
+inline double SeriesValue(const std::string& exposition, const std::string& series) {
+  std::istringstream in(exposition);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 &&
+        line[series.size()] == ' ') {
+      return std::stod(line.substr(series.size() + 1));
+    }
+  }
+  return 0;
 }
 
 }  // namespace sepal::test

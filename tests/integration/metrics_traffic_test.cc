@@ -14,24 +14,8 @@
 namespace sepal::test {
 namespace {
 
-using flwr::proto::Control;
-using flwr::proto::ControlRequest;
-using flwr::proto::ControlResponse;
-using flwr::proto::Fleet;
-using flwr::proto::FleetRequest;
-using flwr::proto::FleetResponse;
-
-// Value of one exact series line ("name{labels}") in the exposition; 0 if absent.
 double Value(const std::string& exposition, const std::string& series) {
-  std::istringstream in(exposition);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 &&
-        line[series.size()] == ' ') {
-      return std::stod(line.substr(series.size() + 1));
-    }
-  }
-  return 0;
+  return SeriesValue(exposition, series);
 }
 
 double Now(const std::string& series) {
@@ -145,20 +129,6 @@ TEST_F(ProxyTest, MetricsCountBadInputAndUpstreamFailures) {
   }
   close(fd);
   EXPECT_EQ(Now(http1) - http1_0, 1);
-}
-
-// Plain HTTP/1.1 GET on 127.0.0.1:port; returns the whole response (status line included).
-std::string HttpGet(uint16_t port, const std::string& path) {
-  int fd = ConnectLoopback(port);
-  if (fd < 0) return "";
-  std::string request = "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-  if (write(fd, request.data(), request.size()) < 0) return "";
-  std::string response;
-  char buf[8192];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof(buf))) > 0) response.append(buf, static_cast<size_t>(n));
-  close(fd);
-  return response;
 }
 
 TEST_F(ProxyTest, AdminServerExposesMetricsReadinessAndConfig) {

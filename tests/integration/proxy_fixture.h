@@ -17,6 +17,14 @@
 
 namespace sepal::test {
 
+// The Flower services every integration test calls.
+using flwr::proto::Control;
+using flwr::proto::ControlRequest;
+using flwr::proto::ControlResponse;
+using flwr::proto::Fleet;
+using flwr::proto::FleetRequest;
+using flwr::proto::FleetResponse;
+
 // Routes used by most tests: Fleet, Control and Echo go to the stand-in; Exec has no route.
 inline std::string DefaultConfigYaml(const std::string& upstream_address, unsigned workers = 1) {
   return "workers: " + std::to_string(workers) +

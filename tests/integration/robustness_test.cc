@@ -13,10 +13,6 @@
 namespace sepal::test {
 namespace {
 
-using sepal::test::Echo;
-using sepal::test::EchoRequest;
-using sepal::test::EchoResponse;
-
 // Sends `bytes` on a fresh TCP connection and returns what comes back before the server
 // closes (or 3 s pass). `closed` tells whether the server closed the connection.
 std::string RawExchange(uint16_t port, const std::string& bytes, bool* closed) {

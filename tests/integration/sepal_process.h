@@ -40,16 +40,15 @@ inline bool CanConnect(uint16_t port) {
 
 class SepalProcess {
  public:
-  // `yaml` may contain "{PORT}", replaced by the chosen listener port.
+  // `yaml` may contain "{PORT}" and "{ADMIN_PORT}", replaced by free loopback ports, and
+  // "{DIR}", the process's temporary directory.
   bool Start(std::string yaml) {
     port_ = FreeLoopbackPort();
-    for (size_t at; (at = yaml.find("{PORT}")) != std::string::npos;) {
-      yaml.replace(at, 6, std::to_string(port_));
-    }
+    admin_port_ = FreeLoopbackPort();
     char dir_template[] = "/tmp/sepal-test-XXXXXX";
     dir_ = mkdtemp(dir_template);
     config_path_ = dir_ + "/sepal.yaml";
-    std::ofstream(config_path_) << yaml;
+    WriteConfig(std::move(yaml));
     pid_ = fork();
     if (pid_ == 0) {
       execl(SEPAL_BINARY, SEPAL_BINARY, "--config", config_path_.c_str(), "--log-level", "warn",
@@ -89,9 +88,26 @@ class SepalProcess {
 
   ~SepalProcess() {
     if (pid_ > 0) Stop(SIGKILL);
-    if (!config_path_.empty()) std::remove(config_path_.c_str());
-    if (!dir_.empty()) rmdir(dir_.c_str());
+    if (!dir_.empty()) std::system(("rm -rf '" + dir_ + "'").c_str());
   }
+
+  // (Re)writes the config file, with the placeholders of Start(); SIGHUP makes sepal read it.
+  void WriteConfig(std::string yaml) {
+    auto replace_all = [&yaml](const std::string& key, const std::string& value) {
+      for (size_t at; (at = yaml.find(key)) != std::string::npos;) {
+        yaml.replace(at, key.size(), value);
+      }
+    };
+    replace_all("{PORT}", std::to_string(port_));
+    replace_all("{ADMIN_PORT}", std::to_string(admin_port_));
+    replace_all("{DIR}", dir_);
+    std::string temporary = config_path_ + ".new";
+    std::ofstream(temporary) << yaml;
+    std::rename(temporary.c_str(), config_path_.c_str());  // never a half-written file
+  }
+  bool Signal(int sig) const { return pid_ > 0 && kill(pid_, sig) == 0; }
+  uint16_t admin_port() const { return admin_port_; }
+  const std::string& dir() const { return dir_; }
 
   // Peak resident set size (VmHWM) in KiB.
   long PeakRssKib() const { return StatusField("VmHWM:"); }
@@ -113,6 +129,7 @@ class SepalProcess {
 
   pid_t pid_ = -1;
   uint16_t port_ = 0;
+  uint16_t admin_port_ = 0;
   std::string dir_;
   std::string config_path_;
 };

@@ -13,13 +13,6 @@
 namespace sepal::test {
 namespace {
 
-using flwr::proto::Control;
-using flwr::proto::ControlRequest;
-using flwr::proto::ControlResponse;
-using flwr::proto::Fleet;
-using flwr::proto::FleetRequest;
-using flwr::proto::FleetResponse;
-
 std::string TailscaleConfig(const std::string& socket, const std::string& upstream,
                             const std::string& listen = "127.0.0.1:0") {
   return "workers: 1\nidentity:\n  provider: tailscale\n  tailscale:\n    socket: " + socket +

@@ -1,0 +1,54 @@
+// A configuration generation as one worker sees it, and one listener's routes within it.
+//
+// Reload model: the main thread validates a new file and hands every worker the new
+// immutable Config; each worker builds a Generation (reusing the connection pools of
+// unchanged upstreams and the identity provider when its section is unchanged) and gives
+// each of its listeners a new ListenerRoutes. A stream takes its listener's ListenerRoutes
+// when it begins and keeps it to its end, so calls in flight finish under the routes, allow
+// rules and upstream they started with while new calls use the new ones. The shared_ptrs
+// are per worker, so taking one costs an uncontended atomic increment.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "filters/access_log/access_log.h"
+#include "proxy/config/config.h"
+#include "proxy/identity/identity.h"
+#include "proxy/router/router.h"
+
+namespace sepal {
+
+class UpstreamPool;
+
+// What the Server decides once for all workers.
+struct GenerationSettings {
+  uint64_t number = 0;
+  config::ConfigSnapshot config;
+  std::shared_ptr<identity::IdentityProvider> identity;  // null: routing only
+  std::shared_ptr<filters::AccessLog> access_log;          // null: off
+};
+
+// ... and what each worker adds: its connection pools.
+struct Generation : GenerationSettings {
+  std::vector<std::shared_ptr<UpstreamPool>> pools;  // by index in config->upstreams
+};
+
+struct ListenerRoutes {
+  ListenerRoutes(std::shared_ptr<const Generation> generation_in,
+                 const config::ListenerConfig& listener)
+      : generation(std::move(generation_in)),
+        config(listener),
+        router(listener, *generation->config) {}
+
+  UpstreamPool& pool(size_t upstream_index) const { return *generation->pools[upstream_index]; }
+
+  std::shared_ptr<const Generation> generation;
+  const config::ListenerConfig& config;  // lives in generation->config
+  Router router;
+};
+
+using ListenerRoutesPtr = std::shared_ptr<const ListenerRoutes>;
+
+}  // namespace sepal
