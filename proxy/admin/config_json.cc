@@ -202,6 +202,9 @@ std::string Render(const config::Config& config, uint64_t generation,
     admin["address"] = nullptr;
   }
   root["admin"] = std::move(admin);
+  json::object metrics;
+  metrics["peer_node_label"] = config.metrics.peer_node_label;
+  root["metrics"] = std::move(metrics);
   root["workers"] = config.workers;
   root["drain_timeout"] = View(FormatDuration(config.drain_timeout));
   root["identity"] = Identity(config.identity);

@@ -285,6 +285,7 @@ class Loader {
   absl::StatusOr<std::vector<std::string>> ReadTagList(const Value& value) const;
   absl::StatusOr<uint64_t> ReadInteger(const Value& value, uint64_t min, uint64_t max) const;
   absl::StatusOr<Duration> ReadDuration(const Value& value) const;
+  absl::StatusOr<bool> ReadBool(const Value& value) const;
   absl::StatusOr<size_t> ReadChoice(const Value& value,
                                     std::initializer_list<std::string_view> choices) const;
   absl::StatusOr<SocketAddress> ReadAddress(const Value& value) const;
@@ -410,6 +411,14 @@ absl::StatusOr<uint64_t> Loader::ReadInteger(const Value& value, uint64_t min, u
   return *number;
 }
 
+absl::StatusOr<bool> Loader::ReadBool(const Value& value) const {
+  std::string text;
+  SEPAL_CONFIG_ASSIGN(text, ReadString(value));
+  if (text == "true") return true;
+  if (text == "false") return false;
+  return Error(value, absl::StrCat("expected true or false, got ", Quoted(text)));
+}
+
 absl::StatusOr<Duration> Loader::ReadDuration(const Value& value) const {
   std::string text;
   SEPAL_CONFIG_ASSIGN(text, ReadString(value));
@@ -465,9 +474,16 @@ absl::Status Loader::LoadRoot(const YAML::Node& root, Config* config) {
   Map map;
   SEPAL_CONFIG_ASSIGN(
       map, OpenMap(Value{root, "", LineOf(root, 1)},
-                   {"admin", "workers", "drain_timeout", "identity", "access_log", "listeners",
-                    "upstreams"}));
+                   {"admin", "metrics", "workers", "drain_timeout", "identity", "access_log",
+                    "listeners", "upstreams"}));
   if (auto value = map.Get("admin")) SEPAL_CONFIG_TRY(ReadAdmin(*value, &config->admin));
+  if (auto value = map.Get("metrics")) {
+    Map metrics;
+    SEPAL_CONFIG_ASSIGN(metrics, OpenMap(*value, {"peer_node_label"}));
+    if (auto label = metrics.Get("peer_node_label")) {
+      SEPAL_CONFIG_ASSIGN(config->metrics.peer_node_label, ReadBool(*label));
+    }
+  }
   if (auto value = map.Get("workers")) {
     SEPAL_CONFIG_ASSIGN(config->workers, ReadInteger(*value, 0, kMaxWorkers));
   }
@@ -1048,6 +1064,7 @@ std::string Summarize(const Config& config) {
       }
       break;
   }
+  if (config.metrics.peer_node_label) absl::StrAppend(&out, "metrics: peer_node_label\n");
   switch (config.access_log.output) {
     case AccessLogConfig::Output::kOff: absl::StrAppend(&out, "access_log: off\n"); break;
     case AccessLogConfig::Output::kStdout: absl::StrAppend(&out, "access_log: stdout\n"); break;

@@ -135,9 +135,16 @@ struct UpstreamConfig {
   bool operator==(const UpstreamConfig&) const = default;
 };
 
+struct MetricsConfig {
+  // Adds sepal_peer_{request,response}_bytes_total{listener,peer_node}: one series per
+  // tailnet node, so off by default.
+  bool peer_node_label = false;
+};
+
 struct Config {
   std::string source_path;  // the file this was loaded from
   AdminConfig admin;
+  MetricsConfig metrics;
   unsigned workers = 0;  // 0 = one per core (resolved by the server, not the loader)
   Duration drain_timeout = std::chrono::seconds(30);
   IdentityConfig identity;

@@ -55,6 +55,14 @@ const Families& GetFamilies() {
     f.access_log_lines = &r.AddCounter(
         "sepal_access_log_lines_total",
         "Access log lines, by result (dropped: the output failed or fell behind).", {"result"});
+    f.peer_request_bytes = &r.AddCounter(
+        "sepal_peer_request_bytes_total",
+        "Request body bytes by peer tailnet node (only with metrics.peer_node_label).",
+        {"listener", "peer_node"});
+    f.peer_response_bytes = &r.AddCounter(
+        "sepal_peer_response_bytes_total",
+        "Response body bytes by peer tailnet node (only with metrics.peer_node_label).",
+        {"listener", "peer_node"});
     f.build_info->WithLabels({SEPAL_VERSION}).Set(1);
     return f;
   }();
@@ -121,6 +129,24 @@ void ListenerStats::AuthzDecision(bool allowed, std::string_view reason) {
       {listener_, allowed ? "allow" : "deny", std::string(reason)});
   counter.Increment(shard_);
   authz_counters_.push_back({allowed, reason, counter});
+}
+
+void ListenerStats::PeerBytes(const std::string& node, uint64_t request_bytes,
+                              uint64_t response_bytes) {
+  auto it = peers_.find(node);
+  if (it == peers_.end()) {
+    std::string label = peers_.size() < kMaxPeerNodes ? node : "other";
+    it = peers_.find(label);
+    if (it == peers_.end()) {
+      const Families& f = GetFamilies();
+      it = peers_
+               .emplace(label, PeerCounters{f.peer_request_bytes->WithLabels({listener_, label}),
+                                            f.peer_response_bytes->WithLabels({listener_, label})})
+               .first;
+    }
+  }
+  if (request_bytes > 0) it->second.request_bytes.Increment(shard_, request_bytes);
+  if (response_bytes > 0) it->second.response_bytes.Increment(shard_, response_bytes);
 }
 
 grpc::StatusCode CodeForReset(uint32_t http2_error_code) {

@@ -31,6 +31,9 @@ struct Families {
   metrics::GaugeFamily* config_last_reload_success;
   metrics::GaugeFamily* build_info;           // version
   metrics::CounterFamily* access_log_lines;   // result: written | dropped
+  // Only with metrics.peer_node_label: bytes by listener and the peer's tailnet node.
+  metrics::CounterFamily* peer_request_bytes;   // listener, peer_node
+  metrics::CounterFamily* peer_response_bytes;  // listener, peer_node
 };
 
 // Declares every family in the default registry on first use (thread-safe).
@@ -60,9 +63,18 @@ class ListenerStats {
   void StreamClosed() { streams_active_.Add(shard_, -1); }
   void ProtocolError(std::string_view kind);
   void AuthzDecision(bool allowed, std::string_view reason);
+  // Bytes of one call by peer node (metrics.peer_node_label). At most kMaxPeerNodes nodes
+  // get their own series per listener and worker; later ones share peer_node="other".
+  void PeerBytes(const std::string& node, uint64_t request_bytes, uint64_t response_bytes);
 
  private:
   static constexpr size_t kMaxMethods = 256;
+  static constexpr size_t kMaxPeerNodes = 1024;
+  struct PeerCounters {
+    metrics::Counter request_bytes;
+    metrics::Counter response_bytes;
+  };
+  std::unordered_map<std::string, PeerCounters> peers_;
   MethodStats& Resolve(std::unique_ptr<MethodStats>& slot, std::string_view service,
                        std::string_view method);
 

@@ -86,13 +86,19 @@ void ProxyStream::RecordStats() {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
   if (request_bytes_ > 0) method.request_bytes.Increment(stats.shard(), request_bytes_);
   if (response_bytes_ > 0) method.response_bytes.Increment(stats.shard(), response_bytes_);
+  const identity::LookupResult* lookup = downstream_.lookup();
+  const identity::PeerIdentity* peer =
+      lookup != nullptr && lookup->identity ? lookup->identity.get() : nullptr;
+  if (peer != nullptr && routes_->generation->config->metrics.peer_node_label) {
+    stats.PeerBytes(peer->node_name.empty() ? peer->node_fqdn : peer->node_name, request_bytes_,
+                    response_bytes_);
+  }
   if (filters::AccessLog* access_log = routes_->generation->access_log.get()) {
     filters::AccessLogEntry entry;
     entry.time = std::chrono::system_clock::now();
     entry.listener = downstream_.listener().name();
     entry.peer = downstream_.peer();
-    const identity::LookupResult* lookup = downstream_.lookup();
-    if (lookup != nullptr && lookup->identity) entry.identity = lookup->identity.get();
+    entry.identity = peer;
     entry.method = path;
     entry.grpc_status = final_code_;
     entry.decision = decision_;

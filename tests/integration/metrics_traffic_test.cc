@@ -44,6 +44,38 @@ upstreams:
   - name: superlink
     address: )";
 
+TEST_F(ProxyTest, PeerNodeLabelCountsBytesByNodeOnlyWhenEnabled) {
+  const std::string series =
+      R"(sepal_peer_request_bytes_total{listener="fleet",peer_node="metrics-node"})";
+  auto push = [&](int channel_id) {
+    grpc::ClientContext context;
+    FleetRequest request;
+    request.set_payload(std::string(1000, 'p'));
+    FleetResponse response;
+    return Fleet::NewStub(NewChannel(channel_id))->PushMessages(&context, request, &response);
+  };
+  auto settle = [&](double at_least) {
+    for (int i = 0; i < 100 && Now(series) < at_least; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  };
+  StartSepal(std::string(kConfig) + backend_->address() + "\n");
+  double before = Now(series);
+  ASSERT_TRUE(push(1).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(Now(series), before);  // off by default: no per-node series grows
+  server_->Stop();
+
+  StartSepal("metrics:\n  peer_node_label: true\n" + std::string(kConfig) + backend_->address() +
+             "\n");
+  ASSERT_TRUE(push(2).ok());
+  ASSERT_TRUE(push(2).ok());
+  settle(before + 2 * 1008);
+  EXPECT_EQ(Now(series) - before, 2 * (5 + 1003));
+  EXPECT_GT(Now(R"(sepal_peer_response_bytes_total{listener="fleet",peer_node="metrics-node"})"),
+            0);
+}
+
 TEST_F(ProxyTest, MetricsCountCallsBytesAndDecisions) {
   StartSepal(std::string(kConfig) + backend_->address() + "\n");
   const std::string ok_series =

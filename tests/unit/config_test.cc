@@ -998,3 +998,41 @@ upstreams:
 
 }  // namespace
 }  // namespace sepal::config
+
+namespace sepal::config {
+namespace {
+
+TEST(ConfigTest, AccessLogAndMetricsOptions) {
+  TempDir dir;
+  std::string file = dir.path() + "/access.log";
+  std::string base = std::string("listeners:\n  - name: a\n    address: 127.0.0.1:1\n");
+  auto config = Parse("access_log: " + file + "\nmetrics:\n  peer_node_label: true\n" + base);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->access_log.output, AccessLogConfig::Output::kFile);
+  EXPECT_EQ(config->access_log.path, file);
+  EXPECT_TRUE(config->metrics.peer_node_label);
+  EXPECT_THAT(Summarize(*config), HasSubstr("access_log: " + file));
+
+  config = Parse("access_log: stdout\n" + base);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->access_log.output, AccessLogConfig::Output::kStdout);
+  config = Parse(base);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->access_log.output, AccessLogConfig::Output::kOff);
+  EXPECT_FALSE(config->metrics.peer_node_label);
+}
+
+TEST(ConfigErrorTest, AccessLogAndMetricsMistakes) {
+  std::string base = "listeners:\n  - name: a\n    address: 127.0.0.1:1\n";
+  EXPECT_EQ(ErrorOf("access_log: access.log\n" + base),
+            "sepal.yaml:1: access_log: expected off, stdout, stderr or an absolute file path, "
+            "got \"access.log\"");
+  EXPECT_THAT(ErrorOf("access_log: /nonexistent-dir/access.log\n" + base),
+              StartsWith("sepal.yaml:1: access_log: cannot open \"/nonexistent-dir/access.log\" "
+                         "for appending: No such file or directory"));
+  EXPECT_EQ(ErrorOf("metrics:\n  peer_node_label: yes\n" + base),
+            "sepal.yaml:2: metrics.peer_node_label: expected true or false, got \"yes\"");
+}
+
+}  // namespace
+}  // namespace sepal::config
