@@ -9,7 +9,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD="$ROOT/build-release"
 RESULTS="$ROOT/bench/results"
-ALL_TARGETS=(direct nginx haproxy nghttpx sepal sepal-static sepal-tailscale)
+ALL_TARGETS=(direct nginx haproxy nghttpx sepal sepal-observed sepal-static sepal-tailscale)
 
 duration=10s
 warmup=2s
@@ -29,6 +29,7 @@ usage() {
   cat <<'EOF'
   --quick        smoke run: 2s of unary load after 0.5s warmup, 64 MiB transfers
   --only LIST    comma-separated subset of: direct nginx haproxy nghttpx sepal
+                 sepal-observed (admin server on + access log to a file)
                  sepal-static sepal-tailscale (identity + authz on)
   --duration D   measured unary window (default 10s); --warmup D before it (default 2s)
   --install      first install the peers (scripts/install-deps.sh --bench)
@@ -281,14 +282,19 @@ nghttpx_args() {
     --stream-write-timeout=5m
 }
 
-# write_sepal_config DIR PORT [IDENTITY]: IDENTITY is none (routes only), static (a CIDR table)
-# or tailscale (WhoIs over the fake tailscaled's unix socket in DIR); with either, the route
-# admits only tag:supernode, so every call is looked up and authorized.
+# write_sepal_config DIR PORT [IDENTITY]: IDENTITY is none (routes only), observed (routes
+# only, plus the admin server and an access log file in DIR), static (a CIDR table) or
+# tailscale (WhoIs over the fake tailscaled's unix socket in DIR); with the last two, the
+# route admits only tag:supernode, so every call is looked up and authorized.
 write_sepal_config() {
   local dir=$1 port=$2 identity=${3:-none} allow=""
   {
     echo "workers: 1"
     case "$identity" in
+      observed)
+        printf 'admin:\n  address: 127.0.0.1:%s\naccess_log: %s\n' "$(pick_port)" "$dir/access.log"
+        identity=none
+        ;;
       static)
         cat <<EOF
 identity:
@@ -360,7 +366,7 @@ start_proxy() {
       mapfile -t args < <(nghttpx_args "$dir" "$port")
       start_pinned 1 "$dir/stderr.log" nghttpx "${args[@]}"
       ;;
-    sepal | sepal-static | sepal-tailscale)
+    sepal | sepal-observed | sepal-static | sepal-tailscale)
       ((sepal_built)) || { skip_reason="not built"; return 1; }
       local identity=${name#sepal}
       identity=${identity#-}
