@@ -4,6 +4,8 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <atomic>
+
 #include "proxy/common/log.h"
 #include "proxy/common/strings.h"
 #include "proxy/downstream/downstream_connection.h"
@@ -14,10 +16,18 @@ namespace sepal {
 namespace asio = boost::asio;
 using asio::ip::tcp;
 
+namespace {
+uint64_t NextListenerId() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+}  // namespace
+
 Listener::Listener(Worker& worker, std::string name, tcp::acceptor acceptor,
                    ListenerRoutesPtr routes)
     : worker_(worker),
       name_(std::move(name)),
+      id_(NextListenerId()),
       routes_(std::move(routes)),
       stats_(name_, worker.index()),
       acceptor_(std::move(acceptor)) {

@@ -30,6 +30,9 @@ class Listener {
   bool retired() const { return retired_; }
 
   const std::string& name() const { return name_; }
+  // Unique for the process's lifetime (a pointer may be reused after a retired listener is
+  // destroyed; this never is).
+  uint64_t id() const { return id_; }
   // The current routes (and listener config): taken by each new connection and stream.
   const ListenerRoutesPtr& routes() const { return routes_; }
   const config::ListenerConfig& config() const { return routes_->config; }
@@ -47,6 +50,7 @@ class Listener {
 
   Worker& worker_;
   std::string name_;
+  uint64_t id_;
   ListenerRoutesPtr routes_;
   stats::ListenerStats stats_;
   boost::asio::ip::tcp::acceptor acceptor_;

@@ -97,30 +97,28 @@ void Worker::RetireListener(std::unique_ptr<Listener> listener) {
   if (listener->open_connections() == 0) return;  // nothing to drain: destroyed now
   // Its connections get the same two-step GOAWAY as a drain; what is still open after
   // drain_timeout is closed.
-  std::vector<DownstreamConnection*> draining;
-  for (DownstreamConnection* connection : connections_) {
-    if (&connection->listener() == listener.get()) draining.push_back(connection);
-  }
-  for (DownstreamConnection* connection : draining) connection->BeginShutdown(false);
-  Listener* raw = listener.get();
+  // The timers name the listener by id: it may be gone (and its address reused) by then.
+  uint64_t id = listener->id();
+  auto connections_of = [this](uint64_t listener_id) {
+    std::vector<DownstreamConnection*> found;
+    for (DownstreamConnection* connection : connections_) {
+      if (connection->listener().id() == listener_id) found.push_back(connection);
+    }
+    return found;
+  };
+  for (DownstreamConnection* connection : connections_of(id)) connection->BeginShutdown(false);
   auto final_goaway =
       std::make_shared<boost::asio::steady_timer>(io_, std::chrono::milliseconds(200));
-  final_goaway->async_wait([this, raw, final_goaway](boost::system::error_code) {
-    std::vector<DownstreamConnection*> again;
-    for (DownstreamConnection* connection : connections_) {
-      if (&connection->listener() == raw) again.push_back(connection);
-    }
-    for (DownstreamConnection* connection : again) connection->BeginShutdown(true);
+  final_goaway->async_wait([id, connections_of, final_goaway](boost::system::error_code) {
+    for (DownstreamConnection* connection : connections_of(id)) connection->BeginShutdown(true);
   });
   auto deadline = std::make_shared<boost::asio::steady_timer>(
       io_, generation_ ? generation_->config->drain_timeout : std::chrono::seconds(30));
-  deadline->async_wait([this, raw, deadline](boost::system::error_code) {
-    std::vector<DownstreamConnection*> left;
-    for (DownstreamConnection* connection : connections_) {
-      if (&connection->listener() == raw) left.push_back(connection);
-    }
+  deadline->async_wait([id, connections_of, deadline](boost::system::error_code) {
+    std::vector<DownstreamConnection*> left = connections_of(id);
     if (!left.empty()) {
-      LogWarning("listener ", raw->name(), " (removed by reload): closing ", left.size(),
+      LogWarning("listener ", left.front()->listener().name(),
+                 " (removed by reload): closing ", left.size(),
                  " connections still open after drain_timeout");
     }
     for (DownstreamConnection* connection : left) connection->ForceClose("listener removed");

@@ -27,6 +27,7 @@ struct Shape {
   std::string extra_address = "127.0.0.1:0";
   std::string upstream;
   std::string access_log;  // "" = off
+  std::string drain_timeout = "5s";
 };
 
 // Loopback peers are the tagged SuperNode "loopback-supernode".
@@ -42,8 +43,7 @@ std::string ReloadConfig(const Shape& shape) {
           )" + std::string(shape.control_for_supernodes ? "tags: [tag:supernode]"
                                                          : "users: [alice@example.com]") +
                        "\n";
-  std::string yaml = R"(workers: 2
-drain_timeout: 5s
+  std::string yaml = "workers: 2\ndrain_timeout: " + shape.drain_timeout + R"(
 identity:
   provider: static
   static:
@@ -203,6 +203,23 @@ TEST_F(ReloadTest, ListenersAreAddedRemovedAndMovedWithoutDroppingStreams) {
   EXPECT_TRUE(CallFleet(*Fleet::NewStub(ChannelTo(moved, 4))).ok());
   EXPECT_TRUE(on_fleet.Complete()) << on_fleet.Describe();
   EXPECT_FALSE(CanConnect(old_fleet_port));
+}
+
+// A removed listener's drain deadline must only close that listener's connections, even
+// when a listener added later took its memory (a regression: the timer compared pointers).
+TEST_F(ReloadTest, ARemovedListenersDrainDeadlineSparesTheListenerThatReplacedIt) {
+  Start({.extra_listener = true, .drain_timeout = "1s"});
+  {
+    auto idle = ChannelTo(server_->BoundPort("extra"));
+    ASSERT_TRUE(CallFleet(*Fleet::NewStub(idle)).ok());
+    // Removed: the idle connection gets GOAWAY and closes, the listener is destroyed, and
+    // its drain deadline (1 s) is still pending.
+    ASSERT_TRUE(Reload({.extra_listener = false, .drain_timeout = "1s"}).ok());
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_TRUE(Reload({.extra_listener = true, .drain_timeout = "1s"}).ok());
+  LongStream on_new_extra(ChannelTo(server_->BoundPort("extra"), 1), 40, 30);  // ~1.2 s
+  EXPECT_TRUE(on_new_extra.Complete()) << on_new_extra.Describe();
 }
 
 TEST_F(ReloadTest, ARejectedReloadChangesNothing) {
