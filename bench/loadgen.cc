@@ -312,6 +312,15 @@ struct WindowStats {
   std::string first_error;
 };
 
+// Adds one thread's tallies to `total` (latencies unsorted).
+void Merge(WindowStats& total, const WindowStats& part) {
+  total.latencies_ns.insert(total.latencies_ns.end(), part.latencies_ns.begin(),
+                            part.latencies_ns.end());
+  total.errors += part.errors;
+  total.all_calls += part.all_calls;
+  if (total.first_error.empty()) total.first_error = part.first_error;
+}
+
 // Runs one completion queue: keeps `in_flight` calls going over `stubs` until `stop`, and
 // records the calls that complete inside [window_start, window_end).
 class UnaryDriver {
@@ -377,6 +386,25 @@ double PercentileMicros(const std::vector<std::int64_t>& sorted, double fraction
   return static_cast<double>(sorted[rank - 1]) / 1e3;
 }
 
+// Adds the measured window to the report (the rate of successful calls under `rate_key`,
+// latency percentiles), prints it, and returns the exit code: ok if calls all succeeded.
+int FinishWindow(Report& report, WindowStats& total, double seconds, std::string_view rate_key) {
+  std::sort(total.latencies_ns.begin(), total.latencies_ns.end());
+  const auto calls = static_cast<std::int64_t>(total.latencies_ns.size());
+  report.Add("calls", calls);
+  report.Add("all_calls", total.all_calls);
+  report.Add("errors", total.errors);
+  report.Add("seconds", seconds);
+  report.Add(rate_key, static_cast<double>(calls) / seconds);
+  report.Add("p50_us", PercentileMicros(total.latencies_ns, 0.50));
+  report.Add("p90_us", PercentileMicros(total.latencies_ns, 0.90));
+  report.Add("p99_us", PercentileMicros(total.latencies_ns, 0.99));
+  report.Add("max_us", PercentileMicros(total.latencies_ns, 1.0));
+  if (total.errors > 0) report.Add("first_error", total.first_error);
+  report.Print();
+  return calls > 0 && total.errors == 0 ? kExitOk : kExitFailed;
+}
+
 int RunUnary(const Options& options) {
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   std::vector<std::unique_ptr<Echo::Stub>> stubs;
@@ -412,33 +440,12 @@ int RunUnary(const Options& options) {
   for (auto& thread : threads) thread.join();
 
   WindowStats total;
-  for (auto& driver : drivers) {
-    WindowStats& part = driver->stats();
-    total.latencies_ns.insert(total.latencies_ns.end(), part.latencies_ns.begin(),
-                              part.latencies_ns.end());
-    total.errors += part.errors;
-    total.all_calls += part.all_calls;
-    if (total.first_error.empty()) total.first_error = part.first_error;
-  }
-  std::sort(total.latencies_ns.begin(), total.latencies_ns.end());
-  const auto calls = static_cast<std::int64_t>(total.latencies_ns.size());
-  const double seconds = Seconds(window_end - window_start);
+  for (auto& driver : drivers) Merge(total, driver->stats());
   report.Add("target", options.target);
   report.Add("connections", options.connections);
   report.Add("concurrency", options.concurrency);
   report.Add("payload", options.payload);
-  report.Add("calls", calls);
-  report.Add("all_calls", total.all_calls);
-  report.Add("errors", total.errors);
-  report.Add("seconds", seconds);
-  report.Add("rps", static_cast<double>(calls) / seconds);
-  report.Add("p50_us", PercentileMicros(total.latencies_ns, 0.50));
-  report.Add("p90_us", PercentileMicros(total.latencies_ns, 0.90));
-  report.Add("p99_us", PercentileMicros(total.latencies_ns, 0.99));
-  report.Add("max_us", PercentileMicros(total.latencies_ns, 1.0));
-  if (total.errors > 0) report.Add("first_error", total.first_error);
-  report.Print();
-  return calls > 0 && total.errors == 0 ? kExitOk : kExitFailed;
+  return FinishWindow(report, total, Seconds(window_end - window_start), "rps");
 }
 
 // ---- handshakes mode --------------------------------------------------------------------
@@ -482,29 +489,11 @@ int RunHandshakes(const Options& options) {
   }
   for (auto& thread : threads) thread.join();
   WindowStats total;
-  for (WindowStats& part : stats) {
-    total.latencies_ns.insert(total.latencies_ns.end(), part.latencies_ns.begin(),
-                              part.latencies_ns.end());
-    total.errors += part.errors;
-    total.all_calls += part.all_calls;
-    if (total.first_error.empty()) total.first_error = part.first_error;
-  }
-  std::sort(total.latencies_ns.begin(), total.latencies_ns.end());
-  const auto calls = static_cast<std::int64_t>(total.latencies_ns.size());
-  const double seconds = Seconds(window_end - window_start);
+  for (const WindowStats& part : stats) Merge(total, part);
   report.Add("target", options.target);
   report.Add("tls", options.tls ? "yes" : "no");
   report.Add("connections", options.connections);
-  report.Add("calls", calls);
-  report.Add("all_calls", total.all_calls);
-  report.Add("errors", total.errors);
-  report.Add("seconds", seconds);
-  report.Add("handshakes_per_s", static_cast<double>(calls) / seconds);
-  report.Add("p50_us", PercentileMicros(total.latencies_ns, 0.50));
-  report.Add("p99_us", PercentileMicros(total.latencies_ns, 0.99));
-  if (total.errors > 0) report.Add("first_error", total.first_error);
-  report.Print();
-  return calls > 0 && total.errors == 0 ? kExitOk : kExitFailed;
+  return FinishWindow(report, total, Seconds(window_end - window_start), "handshakes_per_s");
 }
 
 // ---- stream mode ------------------------------------------------------------------------

@@ -585,7 +585,9 @@ describe_run() {
   echo "sepal bench $stamp on $(uname -r), $(nproc) cores: $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
   echo "unary: $concurrency calls in flight over $connections connections, ${payload}-byte echo, ${duration} after ${warmup} warmup"
   echo "backend and loadgen on core 0, proxy on core 1, one worker; MiB/s counts bytes sent (echoed back)"
-  echo "*-tls: TLS from the client (EC P-256 certificate from certs/sepal-certs.sh), h2c to the backend; handshakes/s: a new connection per call over $connections loops"
+  if [[ " ${targets[*]} " == *"-tls "* ]]; then
+    echo "*-tls: TLS from the client (EC P-256 certificate from certs/sepal-certs.sh), h2c to the backend; handshakes/s: a new connection per call over $connections loops"
+  fi
   echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews every number)"
 }
 
