@@ -11,8 +11,10 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/json.hpp>
 #include <vector>
 
+#include "proxy/identity/localapi_client.h"
 #include "proxy/metrics/metrics.h"
 #include "tests/support/fake_tailscaled.h"
 #include "tests/support/test_pki.h"
@@ -260,6 +262,60 @@ class CertSourceTest : public ::testing::Test {
   std::vector<CertificatePair> pairs_;
   std::vector<CertSourceError> errors_;
 };
+
+// The fake's /status and /cert answers, read raw through LocalApiClient::Get.
+TEST_F(CertSourceTest, FakeTailscaledStatusAndCertTranscripts) {
+  identity::LocalApiClient client(io_.get_executor(), socket_path_);
+  std::optional<identity::LocalApiResponse> response;
+  auto get = [&](const std::string& target, size_t max_body = 1024 * 1024) {
+    response.reset();
+    client.Get(target, milliseconds(2000), max_body,
+               [&](identity::LocalApiResponse r) { response = std::move(r); });
+    EXPECT_TRUE(RunUntil([&] { return response.has_value(); }));
+    return *response;
+  };
+
+  identity::LocalApiResponse status = get("/localapi/v0/status");
+  ASSERT_TRUE(status.ok()) << status.error;
+  EXPECT_EQ(status.status, 200u);
+  boost::json::value parsed = boost::json::parse(status.body);
+  EXPECT_EQ(parsed.at("BackendState").as_string(), "Running");
+  EXPECT_EQ(parsed.at("Self").at("DNSName").as_string(), "superlink.tail1234.ts.net.");
+  EXPECT_EQ(parsed.at("TailscaleIPs").as_array().size(), 2u);
+  EXPECT_EQ(parsed.at("CertDomains").at(0).as_string(), kDomain);
+  EXPECT_EQ(status.body.back(), '\n');  // json.Encoder
+
+  identity::LocalApiResponse key = get("/localapi/v0/cert/superlink.tail1234.ts.net?type=key");
+  EXPECT_EQ(key.status, 200u);
+  EXPECT_EQ(key.body.rfind("-----BEGIN EC PRIVATE KEY-----", 0), 0u);
+  EXPECT_EQ(key.body.find("CERTIFICATE"), std::string::npos);
+  identity::LocalApiResponse cert = get("/localapi/v0/cert/superlink.tail1234.ts.net");
+  EXPECT_EQ(cert.body.rfind("-----BEGIN CERTIFICATE-----", 0), 0u);
+  identity::LocalApiResponse pair = get("/localapi/v0/cert/superlink.tail1234.ts.net?type=pair");
+  EXPECT_EQ(pair.body, key.body + cert.body);  // key first, then the chain
+
+  EXPECT_EQ(get("/localapi/v0/cert/superlink.tail1234.ts.net?type=der").body,
+            "invalid type; want \"cert\" (default), \"key\", or \"pair\"\n");
+  EXPECT_EQ(get("/localapi/v0/cert/localhost").body, "invalid domain\n");
+  identity::LocalApiResponse other = get("/localapi/v0/cert/other.tail1234.ts.net?type=pair");
+  EXPECT_EQ(other.status, 500u);
+  EXPECT_EQ(other.body,
+            "invalid domain \"other.tail1234.ts.net\"; must be one of "
+            "[\"superlink.tail1234.ts.net\"]\n");
+  fake_->SetHttpsEnabled(false);
+  EXPECT_EQ(get("/localapi/v0/cert/superlink.tail1234.ts.net?type=pair").body,
+            std::string(FakeTailscaled::kHttpsDisabledError) + "\n");
+  fake_->SetCertFailure(429, "slow down\n", "17");
+  identity::LocalApiResponse limited = get("/localapi/v0/cert/superlink.tail1234.ts.net");
+  EXPECT_EQ(limited.status, 429u);
+  EXPECT_EQ(limited.retry_after, "17");
+  EXPECT_EQ(fake_->CertRequestCount(), 8);
+  EXPECT_EQ(fake_->CertsIssued(), 1);  // one certificate, served from its cache after that
+
+  identity::LocalApiResponse cut = get("/localapi/v0/status", 64);
+  EXPECT_EQ(cut.failure, identity::LocalApiResponse::Failure::kIo);
+  EXPECT_EQ(fake_->StatusRequestCount(), 2);
+}
 
 TEST_F(CertSourceTest, FirstFetchDiscoversTheDomainAndDeliversAVerifiedPair) {
   StartSource();

@@ -114,6 +114,42 @@ check "client key matches its certificate" test "$(pubkey "$D/client-supernode-a
 check_not "a client name with a slash is refused" "$SCRIPT" --dir "$D" client ../evil
 check_not "client without a name is refused" "$SCRIPT" --dir "$D" client
 
+# ---- a real handshake: server verified by name, client certificate required ---------------
+
+# openssl s_server on a free loopback port for one connection, requiring a client certificate
+# from the CA; s_client checks the server's name and presents client-supernode-a.
+handshake() {
+  local port server_pid out rc=1
+  for _ in 1 2 3; do
+    port=$((20000 + RANDOM % 20000))
+    openssl s_server -accept "127.0.0.1:$port" -cert "$D/server.pem" -key "$D/server.key" \
+      -CAfile "$D/ca.pem" -Verify 1 -verify_return_error -naccept 1 -alpn h2 -quiet \
+      </dev/null >"$T/s_server.log" 2>&1 &
+    server_pid=$!
+    for _ in $(seq 30); do
+      ss -Htln "sport = :$port" | grep -q . && break
+      kill -0 "$server_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$server_pid" 2>/dev/null; then
+      out=$(echo | timeout 10 openssl s_client -connect "127.0.0.1:$port" -CAfile "$D/ca.pem" \
+        -verify_hostname superlink.tail1234.ts.net -verify_return_error -alpn h2 \
+        -cert "$D/client-supernode-a.pem" -key "$D/client-supernode-a.key" 2>&1)
+      rc=$?
+      kill "$server_pid" 2>/dev/null
+      wait "$server_pid" 2>/dev/null
+      echo "$out" >"$T/s_client.log"
+      break
+    fi
+    wait "$server_pid" 2>/dev/null
+  done
+  ((rc == 0)) && grep -q 'Verify return code: 0 (ok)' "$T/s_client.log" &&
+    grep -q 'ALPN protocol: h2' "$T/s_client.log"
+}
+if command -v ss >/dev/null; then
+  check "TLS handshake: server verified by name, client certificate accepted (mTLS)" handshake
+fi
+
 # ---- refusing to overwrite ---------------------------------------------------------------
 
 before=$(sha256sum "$D/ca.pem" "$D/ca.key" "$D/server.pem" "$D/server.key")
