@@ -5,5 +5,5 @@ add_library(sepal_tls_certs STATIC ${CMAKE_CURRENT_LIST_DIR}/tailscale_cert_sour
 target_include_directories(sepal_tls_certs PUBLIC ${PROJECT_SOURCE_DIR})
 target_compile_definitions(sepal_tls_certs PUBLIC BOOST_ASIO_NO_DEPRECATED)
 target_link_libraries(sepal_tls_certs
-  PUBLIC sepal_identity sepal_metrics Boost::json Boost::headers OpenSSL::Crypto
+  PUBLIC sepal_identity sepal_metrics Boost::json Boost::headers OpenSSL::SSL OpenSSL::Crypto
   PRIVATE sepal_warnings)

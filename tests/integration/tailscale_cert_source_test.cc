@@ -4,7 +4,9 @@
 #include "proxy/tls/tailscale_cert_source.h"
 
 #include <gtest/gtest.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 #include <unistd.h>
@@ -14,6 +16,7 @@
 #include <boost/json.hpp>
 #include <vector>
 
+#include "proxy/common/strings.h"
 #include "proxy/identity/localapi_client.h"
 #include "proxy/metrics/metrics.h"
 #include "tests/support/fake_tailscaled.h"
@@ -149,6 +152,79 @@ TEST(ParseCertificatePair, RejectsExpiredWrongDomainAndBrokenChain) {
       pem.private_key_pem + pem.certificate_pem + stranger.certificate_pem(), kDomain,
       Clock::now(), &error));
   EXPECT_EQ(error, "certificate 2 of the chain did not issue certificate 1");
+}
+
+// ---- UseCertificatePair: the pair serves a TLS handshake a client verifies ---------------
+
+// Runs a TLS handshake between a server using `pair` and a client that trusts `ca_pem` and
+// checks `domain`, over an in-memory BIO pair. True when both sides finish and the client's
+// verification passed.
+bool HandshakeWith(const CertificatePair& pair, const std::string& ca_pem,
+                   const std::string& domain, std::string* error) {
+  SSL_CTX* server_ctx = SSL_CTX_new(TLS_server_method());
+  SSL_CTX* client_ctx = SSL_CTX_new(TLS_client_method());
+  bool ok = UseCertificatePair(server_ctx, pair, error);
+  if (ok) {
+    BIO* ca_bio = BIO_new_mem_buf(ca_pem.data(), static_cast<int>(ca_pem.size()));
+    X509* ca = PEM_read_bio_X509(ca_bio, nullptr, nullptr, nullptr);
+    X509_STORE_add_cert(SSL_CTX_get_cert_store(client_ctx), ca);
+    X509_free(ca);
+    BIO_free(ca_bio);
+    SSL_CTX_set_verify(client_ctx, SSL_VERIFY_PEER, nullptr);
+    SSL* client = SSL_new(client_ctx);
+    SSL* server = SSL_new(server_ctx);
+    SSL_set1_host(client, domain.c_str());
+    SSL_set_tlsext_host_name(client, domain.c_str());
+    BIO* client_bio = nullptr;
+    BIO* server_bio = nullptr;
+    BIO_new_bio_pair(&client_bio, 0, &server_bio, 0);
+    SSL_set_bio(client, client_bio, client_bio);
+    SSL_set_bio(server, server_bio, server_bio);
+    SSL_set_connect_state(client);
+    SSL_set_accept_state(server);
+    bool client_done = false;
+    bool server_done = false;
+    for (int round = 0; round < 50 && !(client_done && server_done); ++round) {
+      if (!client_done) client_done = SSL_do_handshake(client) == 1;
+      if (!server_done) server_done = SSL_do_handshake(server) == 1;
+    }
+    ok = client_done && server_done && SSL_get_verify_result(client) == X509_V_OK;
+    if (!ok) {
+      *error = StrCat("handshake failed: verify result ",
+                      X509_verify_cert_error_string(SSL_get_verify_result(client)));
+    }
+    SSL_free(client);
+    SSL_free(server);
+  }
+  SSL_CTX_free(client_ctx);
+  SSL_CTX_free(server_ctx);
+  ERR_clear_error();
+  return ok;
+}
+
+TEST(UseCertificatePair, ServesAHandshakeTheClientVerifies) {
+  TestCa ca;
+  test::PemPair pem = ca.Issue(TailnetLeaf());
+  std::string error;
+  auto pair = ParseCertificatePair(pem.private_key_pem + pem.certificate_pem, kDomain,
+                                   Clock::now(), &error);
+  ASSERT_TRUE(pair) << error;
+  EXPECT_TRUE(HandshakeWith(*pair, ca.certificate_pem(), std::string(kDomain), &error)) << error;
+  // The same pair does not pass for another name.
+  EXPECT_FALSE(HandshakeWith(*pair, ca.certificate_pem(), "other.tail1234.ts.net", &error));
+}
+
+TEST(UseCertificatePair, RejectsAKeyOfAnotherCertificate) {
+  TestCa ca;
+  test::PemPair pem = ca.Issue(TailnetLeaf());
+  CertificatePair pair;
+  pair.certificate_pem = pem.certificate_pem;
+  pair.private_key_pem = test::NewPrivateKeyPem();
+  SSL_CTX* context = SSL_CTX_new(TLS_server_method());
+  std::string error;
+  EXPECT_FALSE(UseCertificatePair(context, pair, &error));
+  EXPECT_NE(error.find("private key is not usable"), std::string::npos) << error;
+  SSL_CTX_free(context);
 }
 
 // ---- CertDomainFromStatus -----------------------------------------------------------------
@@ -325,6 +401,8 @@ TEST_F(CertSourceTest, FirstFetchDiscoversTheDomainAndDeliversAVerifiedPair) {
   EXPECT_EQ(pair.domain, kDomain);
   EXPECT_TRUE(VerifiesAgainst(pair.certificate_pem, fake_->CaPem(), std::string(kDomain)));
   EXPECT_NE(pair.private_key_pem.find("PRIVATE KEY"), std::string::npos);
+  std::string error;
+  EXPECT_TRUE(HandshakeWith(pair, fake_->CaPem(), std::string(kDomain), &error)) << error;
   EXPECT_GT(pair.not_after, Clock::now() + std::chrono::hours(24 * 89));
   EXPECT_EQ(fake_->StatusRequestCount(), 1);
   EXPECT_EQ(fake_->CertRequestCount(), 1);
