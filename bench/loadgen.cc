@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -47,11 +48,15 @@ struct Options {
   std::optional<Nanos> timeout;  // default depends on the mode
   std::size_t total_mib = 256;
   std::size_t message_mib = 4;
+  bool tls = false;
+  std::string ca_file;      // PEM roots for --tls
+  std::string ca_pem;       // its contents
+  std::string server_name;  // name checked against the certificate instead of the target's
 };
 
 void PrintHelp() {
   std::printf(
-      "usage: sepal-loadgen --mode unary|stream|probe --target HOST:PORT [options]\n"
+      "usage: sepal-loadgen --mode unary|stream|probe|handshakes --target HOST:PORT [options]\n"
       "  unary:  --connections N (4) --concurrency N (64, calls in flight in total)\n"
       "          --payload BYTES (100) --duration D (10s) --warmup D (2s) --threads N (1)\n"
       "          prints calls, errors, rps and latency percentiles of the measured window\n"
@@ -59,6 +64,11 @@ void PrintHelp() {
       "          that the backend echoes; M == N sends one Unary message instead.\n"
       "          MiB/s counts the bytes sent (the same number comes back)\n"
       "  probe:  one Unary call, retried on fresh channels until it succeeds\n"
+      "  handshakes: --connections N (4) loops, each making a new connection (TCP, and TLS\n"
+      "          with --tls) for every Unary call: --duration, --warmup, --payload as unary;\n"
+      "          prints handshakes (= connections = calls) per second and latency percentiles\n"
+      "  --tls --ca FILE [--server-name NAME]   TLS to the target, trusting the PEM roots in\n"
+      "          FILE and checking NAME (default: the target's host) in its certificate\n"
       "  --timeout D   whole run (stream, probe: 60s; unary: warmup+duration+30s); on expiry\n"
       "                prints {\"error\":\"timeout\"} and exits 3\n"
       "durations: 10s, 500ms, 1.5s, 2m; exit status 0 ok, 1 failed, 2 usage, 3 timeout\n");
@@ -101,6 +111,10 @@ std::optional<int> ParseArgs(int argc, char** argv, Options& options) {
       PrintHelp();
       return kExitOk;
     }
+    if (name == "--tls") {
+      options.tls = true;
+      continue;
+    }
     std::string value;
     if (const auto eq = name.find('='); eq != std::string::npos) {
       value = name.substr(eq + 1);
@@ -123,9 +137,13 @@ std::optional<int> ParseArgs(int argc, char** argv, Options& options) {
     bool ok = true;
     if (name == "--mode") {
       options.mode = value;
-      ok = value == "unary" || value == "stream" || value == "probe";
+      ok = value == "unary" || value == "stream" || value == "probe" || value == "handshakes";
     } else if (name == "--target") {
       options.target = value;
+    } else if (name == "--ca") {
+      options.ca_file = value;
+    } else if (name == "--server-name") {
+      options.server_name = value;
     } else if (name == "--connections") {
       ok = set_count(options.connections, 1024);
     } else if (name == "--concurrency") {
@@ -150,13 +168,20 @@ std::optional<int> ParseArgs(int argc, char** argv, Options& options) {
     if (!ok) return UsageError("bad value for " + name + ": " + value);
   }
   if (options.target.empty()) return UsageError("--target is required");
+  if (options.tls != !options.ca_file.empty()) return UsageError("--tls and --ca go together");
+  if (!options.server_name.empty() && !options.tls) return UsageError("--server-name needs --tls");
+  if (options.tls) {
+    std::ifstream in(options.ca_file, std::ios::binary);
+    options.ca_pem.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    if (!in || options.ca_pem.empty()) return UsageError("cannot read --ca " + options.ca_file);
+  }
   if (options.duration <= Nanos::zero()) return UsageError("--duration must be positive");
   if (options.mode == "stream" && options.total_mib % options.message_mib != 0) {
     return UsageError("--total-mib must be a multiple of --message-mib");
   }
   options.threads = std::min({options.threads, options.connections, options.concurrency});
   if (!options.timeout) {
-    *options.timeout = options.mode == "unary"
+    *options.timeout = options.mode == "unary" || options.mode == "handshakes"
                            ? options.warmup + options.duration + std::chrono::seconds(30)
                            : Nanos(std::chrono::seconds(60));
   }
@@ -236,6 +261,9 @@ void StartWatchdog(const Options& options) {
   }).detach();
 }
 
+// Cleartext (h2c), or TLS with --tls; set once in main.
+const Options* g_options = nullptr;
+
 // Each channel gets its own TCP connection: a local subchannel pool, plus an argument that
 // differs per channel so no two channels ever compare equal.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, int index) {
@@ -244,7 +272,13 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, int index)
   args.SetInt("sepal.loadgen.connection", index);
   args.SetMaxSendMessageSize(kMaxMessageBytes);
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  if (g_options == nullptr || !g_options->tls) {
+    return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  }
+  if (!g_options->server_name.empty()) args.SetSslTargetNameOverride(g_options->server_name);
+  grpc::SslCredentialsOptions tls;
+  tls.pem_root_certs = g_options->ca_pem;
+  return grpc::CreateCustomChannel(target, grpc::SslCredentials(tls), args);
 }
 
 bool ConnectAll(const std::vector<std::shared_ptr<grpc::Channel>>& channels, Nanos timeout) {
@@ -277,6 +311,15 @@ struct WindowStats {
   std::int64_t errors = 0;
   std::string first_error;
 };
+
+// Adds one thread's tallies to `total` (latencies unsorted).
+void Merge(WindowStats& total, const WindowStats& part) {
+  total.latencies_ns.insert(total.latencies_ns.end(), part.latencies_ns.begin(),
+                            part.latencies_ns.end());
+  total.errors += part.errors;
+  total.all_calls += part.all_calls;
+  if (total.first_error.empty()) total.first_error = part.first_error;
+}
 
 // Runs one completion queue: keeps `in_flight` calls going over `stubs` until `stop`, and
 // records the calls that complete inside [window_start, window_end).
@@ -343,6 +386,25 @@ double PercentileMicros(const std::vector<std::int64_t>& sorted, double fraction
   return static_cast<double>(sorted[rank - 1]) / 1e3;
 }
 
+// Adds the measured window to the report (the rate of successful calls under `rate_key`,
+// latency percentiles), prints it, and returns the exit code: ok if calls all succeeded.
+int FinishWindow(Report& report, WindowStats& total, double seconds, std::string_view rate_key) {
+  std::sort(total.latencies_ns.begin(), total.latencies_ns.end());
+  const auto calls = static_cast<std::int64_t>(total.latencies_ns.size());
+  report.Add("calls", calls);
+  report.Add("all_calls", total.all_calls);
+  report.Add("errors", total.errors);
+  report.Add("seconds", seconds);
+  report.Add(rate_key, static_cast<double>(calls) / seconds);
+  report.Add("p50_us", PercentileMicros(total.latencies_ns, 0.50));
+  report.Add("p90_us", PercentileMicros(total.latencies_ns, 0.90));
+  report.Add("p99_us", PercentileMicros(total.latencies_ns, 0.99));
+  report.Add("max_us", PercentileMicros(total.latencies_ns, 1.0));
+  if (total.errors > 0) report.Add("first_error", total.first_error);
+  report.Print();
+  return calls > 0 && total.errors == 0 ? kExitOk : kExitFailed;
+}
+
 int RunUnary(const Options& options) {
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   std::vector<std::unique_ptr<Echo::Stub>> stubs;
@@ -378,33 +440,60 @@ int RunUnary(const Options& options) {
   for (auto& thread : threads) thread.join();
 
   WindowStats total;
-  for (auto& driver : drivers) {
-    WindowStats& part = driver->stats();
-    total.latencies_ns.insert(total.latencies_ns.end(), part.latencies_ns.begin(),
-                              part.latencies_ns.end());
-    total.errors += part.errors;
-    total.all_calls += part.all_calls;
-    if (total.first_error.empty()) total.first_error = part.first_error;
-  }
-  std::sort(total.latencies_ns.begin(), total.latencies_ns.end());
-  const auto calls = static_cast<std::int64_t>(total.latencies_ns.size());
-  const double seconds = Seconds(window_end - window_start);
+  for (auto& driver : drivers) Merge(total, driver->stats());
   report.Add("target", options.target);
   report.Add("connections", options.connections);
   report.Add("concurrency", options.concurrency);
   report.Add("payload", options.payload);
-  report.Add("calls", calls);
-  report.Add("all_calls", total.all_calls);
-  report.Add("errors", total.errors);
-  report.Add("seconds", seconds);
-  report.Add("rps", static_cast<double>(calls) / seconds);
-  report.Add("p50_us", PercentileMicros(total.latencies_ns, 0.50));
-  report.Add("p90_us", PercentileMicros(total.latencies_ns, 0.90));
-  report.Add("p99_us", PercentileMicros(total.latencies_ns, 0.99));
-  report.Add("max_us", PercentileMicros(total.latencies_ns, 1.0));
-  if (total.errors > 0) report.Add("first_error", total.first_error);
-  report.Print();
-  return calls > 0 && total.errors == 0 ? kExitOk : kExitFailed;
+  return FinishWindow(report, total, Seconds(window_end - window_start), "rps");
+}
+
+// ---- handshakes mode --------------------------------------------------------------------
+
+// `connections` loops, each dialing a new channel (its own TCP connection and, with --tls, a
+// full handshake) for every call; the measured window counts finished calls.
+int RunHandshakes(const Options& options) {
+  Report report("handshakes");
+  EchoRequest request;
+  request.set_payload(std::string(options.payload, 'x'));
+  const auto window_start = Clock::now() + options.warmup;
+  const auto window_end = window_start + options.duration;
+  std::vector<WindowStats> stats(static_cast<std::size_t>(options.connections));
+  std::atomic<int> next_index{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < options.connections; ++t) {
+    threads.emplace_back([&, t] {
+      WindowStats& own = stats[static_cast<std::size_t>(t)];
+      while (Clock::now() < window_end) {
+        const auto start = Clock::now();
+        grpc::Status status;
+        EchoResponse response;
+        {
+          auto channel = MakeChannel(options.target, next_index.fetch_add(1));
+          auto stub = Echo::NewStub(channel);
+          grpc::ClientContext context;
+          context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+          context.set_wait_for_ready(false);
+          status = stub->Unary(&context, request, &response);
+        }  // the channel, and with it the connection, goes here
+        const auto now = Clock::now();
+        ++own.all_calls;
+        if (now < window_start || now >= window_end) continue;
+        if (status.ok() && response.payload().size() == request.payload().size()) {
+          own.latencies_ns.push_back(std::chrono::duration_cast<Nanos>(now - start).count());
+        } else if (own.errors++ == 0) {
+          own.first_error = status.ok() ? "short echo" : Describe(status);
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  WindowStats total;
+  for (const WindowStats& part : stats) Merge(total, part);
+  report.Add("target", options.target);
+  report.Add("tls", options.tls ? "yes" : "no");
+  report.Add("connections", options.connections);
+  return FinishWindow(report, total, Seconds(window_end - window_start), "handshakes_per_s");
 }
 
 // ---- stream mode ------------------------------------------------------------------------
@@ -527,8 +616,10 @@ int RunProbe(const Options& options) {
 int main(int argc, char** argv) {
   Options options;
   if (auto exit_code = ParseArgs(argc, argv, options)) return *exit_code;
+  g_options = &options;
   StartWatchdog(options);
   if (options.mode == "unary") return RunUnary(options);
+  if (options.mode == "handshakes") return RunHandshakes(options);
   if (options.mode == "stream") return RunStream(options);
   return RunProbe(options);
 }

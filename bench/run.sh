@@ -2,14 +2,15 @@
 # Benchmarks sepal against nginx, HAProxy and nghttpx in front of the stand-in SuperLink, one table.
 #
 # Usage: bench/run.sh [--quick] [--only direct,nginx,haproxy,nghttpx,sepal,...] [--duration 10s]
-#                     [--warmup 2s] [--install] [--no-build] [--keep]
+#                     [--warmup 2s] [--install] [--no-build] [--build-dir DIR] [--keep]
 # See bench/README.md for what is measured and how.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD="$ROOT/build-release"
 RESULTS="$ROOT/bench/results"
-ALL_TARGETS=(direct nginx haproxy nghttpx sepal sepal-observed sepal-static sepal-tailscale)
+ALL_TARGETS=(direct nginx haproxy nghttpx sepal sepal-observed sepal-static sepal-tailscale
+  nginx-tls haproxy-tls nghttpx-tls sepal-tls)
 
 duration=10s
 warmup=2s
@@ -31,9 +32,12 @@ usage() {
   --only LIST    comma-separated subset of: direct nginx haproxy nghttpx sepal
                  sepal-observed (admin server on + access log to a file)
                  sepal-static sepal-tailscale (identity + authz on)
+                 nginx-tls haproxy-tls nghttpx-tls sepal-tls (TLS from the client,
+                 certificates from certs/sepal-certs.sh; unary and handshakes only)
   --duration D   measured unary window (default 10s); --warmup D before it (default 2s)
   --install      first install the peers (scripts/install-deps.sh --bench)
   --no-build     use the binaries already in build-release/
+  --build-dir D  use the binaries already in build directory D (implies --no-build)
   --keep         keep the temporary directory with configs and logs
 EOF
 }
@@ -49,6 +53,8 @@ while (($# > 0)); do
     --warmup=*) warmup=${1#*=} ;;
     --install) install=1 ;;
     --no-build) build=0 ;;
+    --build-dir) BUILD=$(cd "${2:?--build-dir needs a directory}" && pwd); build=0; shift ;;
+    --build-dir=*) BUILD=$(cd "${1#*=}" && pwd); build=0 ;;
     --keep) keep=1 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
@@ -156,6 +162,15 @@ json_get() {
 
 if ((install)); then "$ROOT/scripts/install-deps.sh" --bench; fi
 
+# TLS targets: one CA and one server certificate (localhost, 127.0.0.1, ::1) for every proxy.
+CERTS="$WORK/certs"
+TLS_ARGS=(--tls --ca "$CERTS/ca.pem" --server-name localhost)
+if [[ " ${targets[*]} " == *"-tls "* ]]; then
+  "$ROOT/certs/sepal-certs.sh" --dir "$CERTS" server --no-discover >"$WORK/certs.log" 2>&1 ||
+    { cat "$WORK/certs.log" >&2; echo "run.sh: could not make the TLS certificates" >&2; exit 1; }
+  cat "$CERTS/server.pem" "$CERTS/server.key" >"$CERTS/haproxy.pem"
+fi
+
 LOADGEN="$BUILD/bench/sepal-loadgen"
 BACKEND="$BUILD/tests/support/sepal-fake-superlink"
 FAKE_TAILSCALED="$BUILD/tests/support/sepal-fake-tailscaled"
@@ -202,7 +217,13 @@ log "stand-in SuperLink on 127.0.0.1:$backend_port (core 0)"
 # ---- peer configurations: one worker, h2c on both sides, no access logs -----------------
 
 write_nginx_config() {
-  local dir=$1 port=$2
+  local dir=$1 port=$2 tls=${3:-} listen="http2" tls_lines=""
+  if [[ -n "$tls" ]]; then
+    listen="ssl http2"
+    tls_lines="ssl_certificate $CERTS/server.pem;
+    ssl_certificate_key $CERTS/server.key;
+    ssl_protocols TLSv1.2 TLSv1.3;"
+  fi
   mkdir -p "$dir/tmp"
   cat >"$dir/nginx.conf" <<EOF
 worker_processes 1;
@@ -232,7 +253,8 @@ http {
     keepalive_timeout 300s;
   }
   server {
-    listen 127.0.0.1:$port http2;
+    listen 127.0.0.1:$port $listen;
+    $tls_lines
     location / {
       grpc_pass grpc://backend;
       grpc_buffer_size 64k;
@@ -245,7 +267,8 @@ EOF
 }
 
 write_haproxy_config() {
-  local dir=$1 port=$2
+  local dir=$1 port=$2 tls=${3:-} bind="proto h2"
+  [[ -n "$tls" ]] && bind="ssl crt $CERTS/haproxy.pem alpn h2"
   cat >"$dir/haproxy.cfg" <<EOF
 global
   nbthread 1
@@ -261,7 +284,7 @@ defaults
   timeout tunnel 300s
 
 frontend grpc_in
-  bind 127.0.0.1:$port proto h2
+  bind 127.0.0.1:$port $bind
   default_backend superlink
 
 backend superlink
@@ -270,16 +293,20 @@ EOF
 }
 
 nghttpx_args() {
-  local dir=$1 port=$2
+  local dir=$1 port=$2 tls=${3:-} frontend="127.0.0.1,$port;no-tls"
+  [[ -n "$tls" ]] && frontend="127.0.0.1,$port"
   # --conf=/dev/null: ignore /etc/nghttpx/nghttpx.conf. Windows as sepal's defaults
   # (1 MiB per stream, 16 MiB per connection). No --accesslog-file: access log off.
-  printf '%s\n' --conf=/dev/null "--frontend=127.0.0.1,$port;no-tls" \
+  printf '%s\n' --conf=/dev/null "--frontend=$frontend" \
     "--backend=127.0.0.1,$backend_port;;proto=h2" --workers=1 --no-ocsp --no-via \
     --no-server-push "--errorlog-file=$dir/error.log" \
     --frontend-http2-window-size=1M --frontend-http2-connection-window-size=16M \
     --backend-http2-window-size=1M --backend-http2-connection-window-size=16M \
     --frontend-read-timeout=5m --backend-read-timeout=5m --backend-write-timeout=5m \
     --stream-write-timeout=5m
+  # With TLS on the frontend, the key and certificate are the two positional arguments.
+  [[ -n "$tls" ]] && printf '%s\n' "$CERTS/server.key" "$CERTS/server.pem"
+  return 0
 }
 
 # write_sepal_config DIR PORT [IDENTITY]: IDENTITY is none (routes only), observed (routes
@@ -287,10 +314,14 @@ nghttpx_args() {
 # tailscale (WhoIs over the fake tailscaled's unix socket in DIR); with the last two, the
 # route admits only tag:supernode, so every call is looked up and authorized.
 write_sepal_config() {
-  local dir=$1 port=$2 identity=${3:-none} allow=""
+  local dir=$1 port=$2 identity=${3:-none} allow="" tls=""
   {
     echo "workers: 1"
     case "$identity" in
+      tls)
+        tls=$'\n    tls:\n      certificate: '"$CERTS/server.pem"$'\n      private_key: '"$CERTS/server.key"
+        identity=none
+        ;;
       observed)
         printf 'admin:\n  address: 127.0.0.1:%s\naccess_log: %s\n' "$(pick_port)" "$dir/access.log"
         identity=none
@@ -319,7 +350,7 @@ EOF
     cat <<EOF
 listeners:
   - name: bench
-    address: 127.0.0.1:$port
+    address: 127.0.0.1:$port$tls
     routes:
       - match: /sepal.test.Echo/
         upstream: backend$allow
@@ -347,26 +378,27 @@ start_fake_tailscaled() {
 # start_proxy NAME PORT: starts the peer on core 1; sets $proxy_pid, or returns 1 with a reason
 # in $skip_reason.
 start_proxy() {
-  local name=$1 port=$2 dir="$WORK/$1"
+  local name=$1 port=$2 dir="$WORK/$1" tls=""
   mkdir -p "$dir"
+  [[ "$name" == *-tls ]] && tls=1
   case "$name" in
-    nginx)
+    nginx | nginx-tls)
       command -v nginx >/dev/null || { skip_reason="not installed"; return 1; }
-      write_nginx_config "$dir" "$port"
+      write_nginx_config "$dir" "$port" "$tls"
       start_pinned 1 "$dir/stderr.log" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf"
       ;;
-    haproxy)
+    haproxy | haproxy-tls)
       command -v haproxy >/dev/null || { skip_reason="not installed"; return 1; }
-      write_haproxy_config "$dir" "$port"
+      write_haproxy_config "$dir" "$port" "$tls"
       start_pinned 1 "$dir/stderr.log" haproxy -db -f "$dir/haproxy.cfg"
       ;;
-    nghttpx)
+    nghttpx | nghttpx-tls)
       command -v nghttpx >/dev/null || { skip_reason="not installed"; return 1; }
       local args
-      mapfile -t args < <(nghttpx_args "$dir" "$port")
+      mapfile -t args < <(nghttpx_args "$dir" "$port" "$tls")
       start_pinned 1 "$dir/stderr.log" nghttpx "${args[@]}"
       ;;
-    sepal | sepal-observed | sepal-static | sepal-tailscale)
+    sepal | sepal-observed | sepal-static | sepal-tailscale | sepal-tls)
       ((sepal_built)) || { skip_reason="not built"; return 1; }
       local identity=${name#sepal}
       identity=${identity#-}
@@ -374,6 +406,10 @@ start_proxy() {
         start_fake_tailscaled "$dir" || { skip_reason="fake tailscaled did not start"; return 1; }
       fi
       write_sepal_config "$dir" "$port" "${identity:-none}"
+      if [[ -n "$tls" ]] && ! "$SEPAL" --config "$dir/sepal.yaml" --check >"$dir/check.log" 2>&1; then
+        skip_reason="sepal --check rejects listeners[].tls: $(grep -m1 -v '^$' "$dir/check.log" | cut -c1-120)"
+        return 1
+      fi
       start_pinned 1 "$dir/stderr.log" "$SEPAL" --config "$dir/sepal.yaml"
       ;;
   esac
@@ -411,7 +447,7 @@ transfer_cell() {
 
 # ---- the runs ----------------------------------------------------------------------------
 
-declare -A rps p50 p99 stream_cell single_cell rss_mib cpu_us note
+declare -A rps p50 p99 stream_cell single_cell rss_mib cpu_us note hs_rate hs_cpu_us
 clk_tck=$(getconf CLK_TCK)
 unary_limit=$(($(duration_seconds "$warmup") + $(duration_seconds "$duration") + 40))
 stream_limit=$(($(duration_seconds "$stream_timeout") + 15))
@@ -419,7 +455,8 @@ RAW="$WORK/raw.jsonl"
 : >"$RAW"
 
 bench_one() {
-  local name=$1 target port proxy_pid="" skip_reason="" probe unary stream single
+  local name=$1 target port proxy_pid="" skip_reason="" probe unary stream single tls_args=()
+  [[ "$name" == *-tls ]] && tls_args=("${TLS_ARGS[@]}")
   if [[ "$name" == direct ]]; then
     target="127.0.0.1:$backend_port"
   else
@@ -433,9 +470,12 @@ bench_one() {
   fi
   log "$name: $target"
 
-  probe=$(run_loadgen 25 --mode probe --target "$target" --timeout 15s)
+  probe=$(run_loadgen 25 --mode probe --target "$target" --timeout 15s "${tls_args[@]}")
   if [[ -n "$(json_get "$probe" error)" ]]; then
     note[$name]="did not start (see $name/stderr.log)"
+    if [[ "$name" == sepal-tls ]]; then
+      note[$name]="no TLS call succeeded: this build's listener does not serve TLS yet?"
+    fi
     log "$name: no successful call within 15s"
     [[ -n "$proxy_pid" ]] && { tail -5 "$WORK/$name/stderr.log" >&2 || true; stop_pid "$proxy_pid"; }
     return 0
@@ -445,7 +485,7 @@ bench_one() {
   [[ -n "$proxy_pid" ]] && ticks_before=$(cpu_ticks "$proxy_pid")
   unary=$(run_loadgen "$unary_limit" --mode unary --target "$target" \
     --connections "$connections" --concurrency "$concurrency" --payload "$payload" \
-    --duration "$duration" --warmup "$warmup")
+    --duration "$duration" --warmup "$warmup" "${tls_args[@]}")
   [[ -n "$proxy_pid" ]] && ticks_after=$(cpu_ticks "$proxy_pid")
   echo "{\"target\":\"$name\",\"run\":$unary}" >>"$RAW"
 
@@ -464,6 +504,31 @@ bench_one() {
     fi
   fi
   log "$name: unary ${rps[$name]} req/s"
+
+  if ((${#tls_args[@]} > 0)); then
+    # A new connection, so a full TLS handshake, for every call; then no large transfers.
+    local hs
+    ticks_before=$(cpu_ticks "$proxy_pid")
+    hs=$(run_loadgen "$unary_limit" --mode handshakes --target "$target" \
+      --connections "$connections" --payload "$payload" --duration "$duration" \
+      --warmup "$warmup" "${tls_args[@]}")
+    ticks_after=$(cpu_ticks "$proxy_pid")
+    echo "{\"target\":\"$name\",\"run\":$hs}" >>"$RAW"
+    if [[ -n "$(json_get "$hs" error)" ]] || [[ "$(json_get "$hs" calls)" == 0 ]]; then
+      hs_rate[$name]="failed"
+    else
+      hs_rate[$name]=$(printf '%.0f' "$(json_get "$hs" handshakes_per_s)")
+      hs_cpu_us[$name]=$(awk -v t=$((ticks_after - ticks_before)) -v hz="$clk_tck" \
+        -v n="$(json_get "$hs" all_calls)" 'BEGIN { printf "%.0f", t / hz * 1e6 / n }')
+      local hs_errors
+      hs_errors=$(json_get "$hs" errors)
+      ((hs_errors == 0)) || note[$name]="handshakes: $hs_errors errors: $(json_get "$hs" first_error)"
+    fi
+    log "$name: ${hs_rate[$name]} handshakes/s"
+    rss_mib[$name]=$(awk -v k="$(peak_rss_kib "$proxy_pid")" 'BEGIN { printf "%.1f", k / 1024 }')
+    stop_pid "$proxy_pid"
+    return 0
+  fi
 
   stream=$(run_loadgen "$stream_limit" --mode stream --target "$target" \
     --total-mib "$total_mib" --message-mib "$message_mib" --timeout "$stream_timeout")
@@ -498,7 +563,8 @@ added() {
 }
 
 headers=("target" "req/s" "% direct" "p50 µs" "p99 µs" "+p50 µs" "+p99 µs"
-  "${message_mib}MiB msgs MiB/s" "1×${total_mib}MiB MiB/s" "peak RSS MiB" "CPU µs/call" "note")
+  "${message_mib}MiB msgs MiB/s" "1×${total_mib}MiB MiB/s" "peak RSS MiB" "CPU µs/call"
+  "handshakes/s" "CPU µs/handshake" "note")
 rows=()
 for name in "${targets[@]}"; do
   r=${rps[$name]:--}
@@ -509,7 +575,7 @@ for name in "${targets[@]}"; do
   row=("$name" "$r" "$share" "${p50[$name]:--}" "${p99[$name]:--}"
     "$(added "${p50[$name]:-}" "${p50[direct]:-}")" "$(added "${p99[$name]:-}" "${p99[direct]:-}")"
     "${stream_cell[$name]:--}" "${single_cell[$name]:--}" "${rss_mib[$name]:--}"
-    "${cpu_us[$name]:--}" "${note[$name]:-}")
+    "${cpu_us[$name]:--}" "${hs_rate[$name]:--}" "${hs_cpu_us[$name]:--}" "${note[$name]:-}")
   rows+=("$(IFS=$'\t'; echo "${row[*]}")")
 done
 
@@ -519,6 +585,9 @@ describe_run() {
   echo "sepal bench $stamp on $(uname -r), $(nproc) cores: $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
   echo "unary: $concurrency calls in flight over $connections connections, ${payload}-byte echo, ${duration} after ${warmup} warmup"
   echo "backend and loadgen on core 0, proxy on core 1, one worker; MiB/s counts bytes sent (echoed back)"
+  if [[ " ${targets[*]} " == *"-tls "* ]]; then
+    echo "*-tls: TLS from the client (EC P-256 certificate from certs/sepal-certs.sh), h2c to the backend; handshakes/s: a new connection per call over $connections loops"
+  fi
   echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews every number)"
 }
 

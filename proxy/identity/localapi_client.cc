@@ -115,19 +115,20 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   http::request<http::empty_body> request_;
 };
 
-class WhoIsExchange final : public Exchange {
+// One request, one whole response (status, body up to a limit, Retry-After).
+class RequestExchange final : public Exchange {
  public:
-  WhoIsExchange(net::any_io_executor executor, std::string socket_path, std::string target,
-                LocalApiClient::ResponseCallback done)
+  RequestExchange(net::any_io_executor executor, std::string socket_path, std::string target,
+                  size_t max_body, LocalApiClient::ResponseCallback done)
       : Exchange(std::move(executor), std::move(socket_path), std::move(target)),
         done_(std::move(done)) {
-    parser_.body_limit(LocalApiClient::kMaxWhoIsBodyBytes);
+    parser_.body_limit(max_body);
   }
 
  private:
   void StartReading() override {
     http::async_read(socket_, buffer_, parser_,
-                     [self = std::static_pointer_cast<WhoIsExchange>(shared_from_this())](
+                     [self = std::static_pointer_cast<RequestExchange>(shared_from_this())](
                          const error_code& ec, size_t) { self->OnRead(ec); });
   }
 
@@ -135,6 +136,10 @@ class WhoIsExchange final : public Exchange {
     if (ec) return Fail(Failure::kIo, ec);
     LocalApiResponse response;
     response.status = parser_.get().result_int();
+    if (auto retry_after = parser_.get().find(http::field::retry_after);
+        retry_after != parser_.get().end()) {
+      response.retry_after = std::string(retry_after->value());
+    }
     response.body = std::move(parser_.get().body());
     Finish(std::move(response));
   }
@@ -296,8 +301,13 @@ std::string LocalApiClient::WhoIsTarget(std::string_view addr) {
 
 void LocalApiClient::WhoIs(std::string_view addr, std::chrono::milliseconds timeout,
                            ResponseCallback done) {
-  auto exchange =
-      std::make_shared<WhoIsExchange>(executor_, socket_path_, WhoIsTarget(addr), std::move(done));
+  Get(WhoIsTarget(addr), timeout, kMaxWhoIsBodyBytes, std::move(done));
+}
+
+void LocalApiClient::Get(std::string_view target, std::chrono::milliseconds timeout,
+                         size_t max_body, ResponseCallback done) {
+  auto exchange = std::make_shared<RequestExchange>(executor_, socket_path_, std::string(target),
+                                                    max_body, std::move(done));
   exchange->Begin(timeout);
 }
 

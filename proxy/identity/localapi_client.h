@@ -1,5 +1,5 @@
-// Asynchronous client for tailscaled's LocalAPI (HTTP/1.1 over its unix socket): WhoIs
-// requests and the watch-ipn-bus notification stream.
+// Asynchronous client for tailscaled's LocalAPI (HTTP/1.1 over its unix socket): WhoIs and
+// other GET requests, and the watch-ipn-bus notification stream.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -23,6 +23,7 @@ struct LocalApiResponse {
   Failure failure = Failure::kNone;
   unsigned status = 0;  // HTTP status when failure == kNone
   std::string body;
+  std::string retry_after;  // the Retry-After header, if the response had one
   std::string error;  // what went wrong when failure != kNone, e.g. "No such file or directory"
 
   bool ok() const { return failure == Failure::kNone; }
@@ -61,6 +62,11 @@ class LocalApiClient {
   // GET /localapi/v0/whois?addr=<addr>&proto=tcp. `addr` is "IP:PORT" ("[v6]:PORT").
   // `done` runs exactly once; after `timeout` the socket is closed and kTimeout reported.
   void WhoIs(std::string_view addr, std::chrono::milliseconds timeout, ResponseCallback done);
+
+  // GET `target` ("/localapi/v0/status"): one response, its body cut off (kIo) past
+  // `max_body` bytes. `done` runs exactly once; after `timeout` it reports kTimeout.
+  void Get(std::string_view target, std::chrono::milliseconds timeout, size_t max_body,
+           ResponseCallback done);
 
   // GET /localapi/v0/watch-ipn-bus?mask=<mask>: calls `on_line` for each newline-delimited
   // JSON notification and `on_disconnect` once when the stream fails or ends (including a

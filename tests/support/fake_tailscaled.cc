@@ -12,6 +12,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <deque>
@@ -33,6 +34,8 @@ using Socket = net::local::stream_protocol::socket;
 constexpr std::string_view kLocalApiHost = "local-tailscaled.sock";
 constexpr std::string_view kWhoIsPath = "/localapi/v0/whois";
 constexpr std::string_view kWatchPath = "/localapi/v0/watch-ipn-bus";
+constexpr std::string_view kStatusPath = "/localapi/v0/status";
+constexpr std::string_view kCertPrefix = "/localapi/v0/cert/";
 constexpr std::string_view kTextPlain = "text/plain; charset=utf-8";
 
 int HexDigit(char c) {
@@ -97,6 +100,37 @@ std::string InitialNotification() {
       "\"NetMap\":null,\"Engine\":null,\"BrowseToURL\":null,\"LocalTCPPort\":null,"
       "\"ClientVersion\":null,\"Health\":null}";
   return line;
+}
+
+// A JSON string literal (the names and addresses here need no more than this).
+std::string Quote(std::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  out += '"';
+  return out;
+}
+
+// A tab-indented JSON array of strings at nesting `depth`, or null when empty (Go marshals a
+// nil slice as null).
+std::string StringArray(const std::vector<std::string>& items, int depth) {
+  if (items.empty()) return "null";
+  std::string indent(static_cast<size_t>(depth + 1), '\t');
+  std::string out = "[";
+  for (size_t i = 0; i < items.size(); ++i) {
+    out += (i == 0 ? "\n" : ",\n") + indent + Quote(items[i]);
+  }
+  out += "\n" + std::string(static_cast<size_t>(depth), '\t') + "]";
+  return out;
+}
+
+// ipnlocal.validLookingCertDomain.
+bool ValidLookingCertDomain(std::string_view name) {
+  return !name.empty() && name.find("..") == std::string_view::npos &&
+         name.find_first_of(std::string_view(":/\\\0", 4)) == std::string_view::npos &&
+         name.find('.') != std::string_view::npos;
 }
 
 std::string ChunkFrame(std::string_view data) {
@@ -203,11 +237,24 @@ class FakeTailscaled::Server::Connection
     bool forbidden = host != kLocalApiHost || request.count(http::field::referer) != 0 ||
                      request.count(http::field::origin) != 0;
     if (forbidden) {
-      return Respond(request, {403, std::string(kTextPlain), "invalid localapi request\n"}, false);
+      return Respond(request, {403, std::string(kTextPlain), "invalid localapi request\n", ""}, false);
     }
     if (path == kWhoIsPath) {
       Response response = owner.AnswerWhoIs(query);
       std::chrono::milliseconds delay = owner.delay();
+      if (delay.count() <= 0) return Respond(request, response, true);
+      timer_.expires_after(delay);
+      timer_.async_wait([self = shared_from_this(), request, response](const error_code& ec) {
+        if (!ec) self->Respond(request, response, true);
+      });
+      return;
+    }
+    if (path == kStatusPath) {
+      return Respond(request, {200, "application/json", owner.AnswerStatus(), ""}, true);
+    }
+    if (path.substr(0, kCertPrefix.size()) == kCertPrefix) {
+      Response response = owner.AnswerCert(path.substr(kCertPrefix.size()), query);
+      std::chrono::milliseconds delay = owner.cert_delay();
       if (delay.count() <= 0) return Respond(request, response, true);
       timer_.expires_after(delay);
       timer_.async_wait([self = shared_from_this(), request, response](const error_code& ec) {
@@ -222,13 +269,13 @@ class FakeTailscaled::Server::Connection
         auto [end, ec] =
             std::from_chars(mask_text.data(), mask_text.data() + mask_text.size(), mask);
         if (ec != std::errc() || end != mask_text.data() + mask_text.size()) {
-          return Respond(request, {400, std::string(kTextPlain), "bad mask\n"}, true);
+          return Respond(request, {400, std::string(kTextPlain), "bad mask\n", ""}, true);
         }
       }
       owner.RecordWatch(mask);
       return StartWatch();
     }
-    Respond(request, {404, std::string(kTextPlain), "404 page not found\n"}, true);
+    Respond(request, {404, std::string(kTextPlain), "404 page not found\n", ""}, true);
   }
 
   static void SetTailscaleHeaders(http::fields& fields) {
@@ -247,6 +294,7 @@ class FakeTailscaled::Server::Connection
     response->result(answer.status);
     if (tailscale_headers) SetTailscaleHeaders(*response);
     response->set(http::field::content_type, answer.content_type);
+    if (!answer.retry_after.empty()) response->set(http::field::retry_after, answer.retry_after);
     // http.Error sets nosniff on every error, with or without the headers above.
     if (answer.status >= 400) response->set("X-Content-Type-Options", "nosniff");
     response->body() = answer.body;
@@ -470,7 +518,7 @@ void FakeTailscaled::RecordWhoIs(std::string_view target, std::string_view host)
 
 FakeTailscaled::Response FakeTailscaled::AnswerWhoIs(std::string_view query) const {
   auto text_error = [](unsigned status, std::string message) {
-    return Response{status, std::string(kTextPlain), std::move(message)};
+    return Response{status, std::string(kTextPlain), std::move(message), ""};
   };
   std::lock_guard lock(mutex_);
   if (failure_status_ != 0) return text_error(failure_status_, failure_body_);
@@ -486,7 +534,7 @@ FakeTailscaled::Response FakeTailscaled::AnswerWhoIs(std::string_view query) con
   auto peer = peers_.find(keys->exact);
   if (peer == peers_.end()) peer = peers_.find(keys->any_port);
   if (peer == peers_.end()) return text_error(404, "no match for IP:port\n");
-  return Response{200, "application/json", peer->second};
+  return Response{200, "application/json", peer->second, ""};
 }
 
 int FakeTailscaled::RequestCount() const {
@@ -539,6 +587,204 @@ int FakeTailscaled::WatcherCount() const {
 bool FakeTailscaled::WaitForWatcherCount(int n, std::chrono::milliseconds timeout) const {
   std::unique_lock lock(mutex_);
   return changed_.wait_for(lock, timeout, [&] { return watcher_count_ == n; });
+}
+
+void FakeTailscaled::SetSelf(SelfNode self) {
+  std::lock_guard lock(mutex_);
+  self_ = std::move(self);
+  std::string name = self_.dns_name;
+  if (!name.empty() && name.back() == '.') name.pop_back();
+  cert_domains_ = {name};
+}
+
+void FakeTailscaled::SetBackendState(std::string state) {
+  std::lock_guard lock(mutex_);
+  backend_state_ = std::move(state);
+}
+
+void FakeTailscaled::SetHttpsEnabled(bool enabled) {
+  std::lock_guard lock(mutex_);
+  https_enabled_ = enabled;
+}
+
+void FakeTailscaled::SetCertDomains(std::vector<std::string> domains) {
+  std::lock_guard lock(mutex_);
+  cert_domains_ = std::move(domains);
+}
+
+void FakeTailscaled::SetCertLifetime(std::chrono::seconds lifetime) {
+  std::lock_guard lock(mutex_);
+  cert_lifetime_ = lifetime;
+  issued_.clear();
+}
+
+void FakeTailscaled::SetCertPairOverride(std::optional<std::string> body) {
+  std::lock_guard lock(mutex_);
+  cert_pair_override_ = std::move(body);
+}
+
+void FakeTailscaled::SetCertFailure(unsigned status, std::string body, std::string retry_after) {
+  std::lock_guard lock(mutex_);
+  cert_failure_status_ = status;
+  cert_failure_body_ = std::move(body);
+  cert_failure_retry_after_ = std::move(retry_after);
+}
+
+void FakeTailscaled::SetCertDelay(std::chrono::milliseconds delay) {
+  std::lock_guard lock(mutex_);
+  cert_delay_ = delay;
+}
+
+std::chrono::milliseconds FakeTailscaled::cert_delay() const {
+  std::lock_guard lock(mutex_);
+  return cert_delay_;
+}
+
+int FakeTailscaled::StatusRequestCount() const {
+  std::lock_guard lock(mutex_);
+  return status_count_;
+}
+
+int FakeTailscaled::CertRequestCount() const {
+  std::lock_guard lock(mutex_);
+  return cert_count_;
+}
+
+bool FakeTailscaled::WaitForCertRequestCount(int n, std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(mutex_);
+  return changed_.wait_for(lock, timeout, [&] { return cert_count_ >= n; });
+}
+
+int FakeTailscaled::CertsIssued() const {
+  std::lock_guard lock(mutex_);
+  return certs_issued_;
+}
+
+// ipnstate.Status as `tailscale status --json` and GET /localapi/v0/status print it
+// (json.Encoder with SetIndent("", "\t"), so a trailing newline), without peers.
+std::string FakeTailscaled::AnswerStatus() {
+  std::lock_guard lock(mutex_);
+  ++status_count_;
+  bool running = backend_state_ == "Running";
+  std::vector<std::string> ips = running ? self_.tailscale_ips : std::vector<std::string>{};
+  std::vector<std::string> allowed;
+  for (const std::string& ip : ips) {
+    allowed.push_back(ip + (ip.find(':') == std::string::npos ? "/32" : "/128"));
+  }
+  std::vector<std::string> cert_domains;
+  if (running && https_enabled_) cert_domains = cert_domains_;
+  std::string out = "{\n";
+  out += "\t\"Version\": " + Quote(kVersion) + ",\n";
+  out += "\t\"TUN\": true,\n";
+  out += "\t\"BackendState\": " + Quote(backend_state_) + ",\n";
+  out += "\t\"HaveNodeKey\": true,\n";
+  out += "\t\"AuthURL\": \"\",\n";
+  out += "\t\"TailscaleIPs\": " + StringArray(ips, 1) + ",\n";
+  out += "\t\"Self\": {\n";
+  out += "\t\t\"ID\": \"nT5e1pEXAMPLE\",\n";
+  out +=
+      "\t\t\"PublicKey\": "
+      "\"nodekey:5c8f2a71e0b94d6a3f1e7c2b9a8d4f6e0c3b5a7d9e1f2a4b6c8d0e2f4a6b8c0d\",\n";
+  out += "\t\t\"HostName\": " + Quote(self_.host_name) + ",\n";
+  out += "\t\t\"DNSName\": " + Quote(running ? self_.dns_name : "") + ",\n";
+  out += "\t\t\"OS\": \"linux\",\n";
+  out += "\t\t\"UserID\": 6046402813214011,\n";
+  out += "\t\t\"TailscaleIPs\": " + StringArray(ips, 2) + ",\n";
+  out += "\t\t\"AllowedIPs\": " + StringArray(allowed, 2) + ",\n";
+  out += "\t\t\"Addrs\": null,\n";
+  out += "\t\t\"CurAddr\": \"\",\n";
+  out += "\t\t\"Relay\": \"fra\",\n";
+  out += "\t\t\"RxBytes\": 0,\n";
+  out += "\t\t\"TxBytes\": 0,\n";
+  out += "\t\t\"Created\": \"2026-03-02T09:14:27.512734381Z\",\n";
+  out += "\t\t\"LastWrite\": \"0001-01-01T00:00:00Z\",\n";
+  out += "\t\t\"LastSeen\": \"0001-01-01T00:00:00Z\",\n";
+  out += "\t\t\"LastHandshake\": \"0001-01-01T00:00:00Z\",\n";
+  out += std::string("\t\t\"Online\": ") + (running ? "true" : "false") + ",\n";
+  out += "\t\t\"ExitNode\": false,\n";
+  out += "\t\t\"ExitNodeOption\": false,\n";
+  out += "\t\t\"Active\": false,\n";
+  out += "\t\t\"PeerAPIURL\": null,\n";
+  out += "\t\t\"InNetworkMap\": true,\n";
+  out += "\t\t\"InMagicSock\": false,\n";
+  out += "\t\t\"InEngine\": false,\n";
+  out += "\t\t\"KeyExpiry\": \"2026-08-29T09:14:27Z\"\n";
+  out += "\t},\n";
+  out += "\t\"Health\": null,\n";
+  out += "\t\"MagicDNSSuffix\": " + Quote(self_.magic_dns_suffix) + ",\n";
+  out += "\t\"CurrentTailnet\": {\n";
+  out += "\t\t\"Name\": \"example.com\",\n";
+  out += "\t\t\"MagicDNSSuffix\": " + Quote(self_.magic_dns_suffix) + ",\n";
+  out += "\t\t\"MagicDNSEnabled\": true\n";
+  out += "\t},\n";
+  out += "\t\"CertDomains\": " + StringArray(cert_domains, 1) + ",\n";
+  out += "\t\"Peer\": null,\n";
+  out += "\t\"User\": null,\n";
+  out += "\t\"ClientVersion\": null\n";
+  out += "}\n";
+  return out;
+}
+
+// localapi serveCert + ipnlocal GetCertPEM: the domain is checked, a cached certificate is
+// served until two thirds of its lifetime, errors are http.Error 500s with the Go error text.
+FakeTailscaled::Response FakeTailscaled::AnswerCert(std::string_view domain,
+                                                    std::string_view query) {
+  auto text_error = [](unsigned status, std::string message) {
+    return Response{status, std::string(kTextPlain), std::move(message) + "\n", ""};
+  };
+  std::lock_guard lock(mutex_);
+  ++cert_count_;
+  changed_.notify_all();
+  if (cert_failure_status_ != 0) {
+    return Response{cert_failure_status_, std::string(kTextPlain), cert_failure_body_,
+                    cert_failure_retry_after_};
+  }
+  if (!ValidLookingCertDomain(domain)) return text_error(500, "invalid domain");
+  bool running = backend_state_ == "Running";
+  const std::vector<std::string> none;
+  const std::vector<std::string>& domains = running && https_enabled_ ? cert_domains_ : none;
+  if (domains.empty()) return text_error(500, std::string(kHttpsDisabledError));
+  if (std::find(domains.begin(), domains.end(), domain) == domains.end()) {
+    std::string list = "[";
+    for (size_t i = 0; i < domains.size(); ++i) list += (i ? " " : "") + Quote(domains[i]);
+    list += "]";
+    return text_error(500, "invalid domain " + Quote(domain) + "; must be one of " + list);
+  }
+  std::string type = FormValue(query, "type");
+  if (type != "" && type != "crt" && type != "cert" && type != "key" && type != "pair") {
+    return text_error(400, "invalid type; want \"cert\" (default), \"key\", or \"pair\"");
+  }
+  if (cert_pair_override_ && type == "pair") {
+    return Response{200, "text/plain", *cert_pair_override_, ""};
+  }
+  auto now = std::chrono::system_clock::now();
+  auto cached = issued_.find(std::string(domain));
+  if (cached == issued_.end() || now >= cached->second.renew_after) {
+    LeafOptions options;
+    options.common_name = std::string(domain);
+    options.dns_names = {std::string(domain)};
+    options.ip_addresses = {};
+    // Let's Encrypt backdates by an hour; short test lifetimes start now.
+    options.not_before = cert_lifetime_ >= std::chrono::hours(2) ? std::chrono::seconds(-3600)
+                                                                  : std::chrono::seconds(0);
+    options.lifetime = cert_lifetime_ - options.not_before;
+    options.sec1_key = true;
+    PemPair pair = ca_.Issue(options);
+    ++certs_issued_;
+    auto not_before = now + options.not_before;
+    IssuedCert issued{std::move(pair.private_key_pem), std::move(pair.certificate_pem),
+                      not_before + (options.lifetime * 2) / 3};
+    cached = issued_.insert_or_assign(std::string(domain), std::move(issued)).first;
+  }
+  std::string body;
+  if (type == "key") {
+    body = cached->second.key_pem;
+  } else if (type == "pair") {
+    body = cached->second.key_pem + cached->second.chain_pem;
+  } else {
+    body = cached->second.chain_pem;
+  }
+  return Response{200, "text/plain", std::move(body), ""};
 }
 
 void FakeTailscaled::PushNotification(std::string json_line) {

@@ -1,5 +1,5 @@
-// Stand-in tailscaled: the LocalAPI subset sepal uses (whois, watch-ipn-bus) on a unix
-// socket, answering with the formats and error transcripts of the real one.
+// Stand-in tailscaled: the LocalAPI subset sepal uses (whois, watch-ipn-bus, status, cert) on
+// a unix socket, answering with the formats and error transcripts of the real one.
 #pragma once
 
 #include <atomic>
@@ -12,6 +12,9 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
+
+#include "tests/support/test_pki.h"
 
 namespace boost::asio {
 class io_context;
@@ -81,6 +84,48 @@ class FakeTailscaled {
   // The mask of the most recent watch-ipn-bus request, if any.
   std::optional<uint64_t> LastWatchMask() const;
 
+  // ---- GET /localapi/v0/status and GET /localapi/v0/cert/<domain>?type=pair ----------
+  // The node this tailscaled runs as, reported by /status (ipnstate.Status, tab-indented).
+  struct SelfNode {
+    std::string host_name = "superlink";
+    std::string dns_name = "superlink.tail1234.ts.net.";  // FQDN with its trailing dot
+    std::vector<std::string> tailscale_ips = {"100.101.102.103", "fd7a:115c:a1e0::6501:6667"};
+    std::string magic_dns_suffix = "tail1234.ts.net";
+  };
+  // Also makes CertDomains the node's name (without the dot) while HTTPS is enabled.
+  void SetSelf(SelfNode self);
+  // "Running" (default), "NeedsLogin", "Stopped", ... Not running: no addresses, no
+  // CertDomains, so /cert fails as it does with HTTPS off.
+  void SetBackendState(std::string state);
+  // HTTPS certificates for the tailnet (default on). Off: CertDomains is null and /cert
+  // answers 500 "your Tailscale account does not support getting TLS certs", as tailscaled
+  // does (ipnlocal checkCertDomain).
+  void SetHttpsEnabled(bool enabled);
+  // Replaces CertDomains (a domain outside them gets 500 `invalid domain "x"; must be one of
+  // ["y"]`).
+  void SetCertDomains(std::vector<std::string> domains);
+  // Certificates it issues (from its own CA, for the domain only, EC key in SEC1 PEM) live
+  // this long (default 90 days). Like tailscaled it serves the cached one until two thirds of
+  // its lifetime have passed, then issues a new one.
+  void SetCertLifetime(std::chrono::seconds lifetime);
+  // Serves exactly this as the ?type=pair body instead (nullopt goes back to issuing).
+  void SetCertPairOverride(std::optional<std::string> body);
+  // Answers every /cert request with `status` and `body` (http.Error style) and, if not
+  // empty, a Retry-After header. Status 0 goes back to normal answers.
+  void SetCertFailure(unsigned status, std::string body, std::string retry_after = "");
+  // Holds every /cert answer back this long (an ACME order takes seconds).
+  void SetCertDelay(std::chrono::milliseconds delay);
+  // The CA that signs the issued certificates.
+  const std::string& CaPem() const { return ca_.certificate_pem(); }
+  // Requests to /status and to /cert/ (failed ones included), and certificates issued.
+  int StatusRequestCount() const;
+  int CertRequestCount() const;
+  bool WaitForCertRequestCount(int n, std::chrono::milliseconds timeout) const;
+  int CertsIssued() const;
+  // The error of /cert (500, this and a newline) when HTTPS is off (CertDomains empty).
+  static constexpr std::string_view kHttpsDisabledError =
+      "your Tailscale account does not support getting TLS certs";
+
  private:
   class Server;
   friend class Server;
@@ -89,6 +134,7 @@ class FakeTailscaled {
     unsigned status = 200;
     std::string content_type;
     std::string body;
+    std::string retry_after;
   };
   // A parsed whois `addr`: the exact key ("ip:port") and the any-port key ("ip").
   struct PeerKeys {
@@ -105,6 +151,9 @@ class FakeTailscaled {
   void RecordWhoIs(std::string_view target, std::string_view host);
   Response AnswerWhoIs(std::string_view query) const;
   std::chrono::milliseconds delay() const;
+  std::string AnswerStatus();
+  Response AnswerCert(std::string_view domain, std::string_view query);
+  std::chrono::milliseconds cert_delay() const;
   void RecordWatch(uint64_t mask);
   void WatcherOpened();
   void WatcherClosed();
@@ -125,6 +174,27 @@ class FakeTailscaled {
   std::string last_host_;
   std::optional<uint64_t> last_watch_mask_;
   int watcher_count_ = 0;
+
+  TestCa ca_{"fake tailscaled CA"};
+  struct IssuedCert {
+    std::string key_pem;
+    std::string chain_pem;
+    std::chrono::system_clock::time_point renew_after;
+  };
+  SelfNode self_;
+  std::string backend_state_ = "Running";
+  bool https_enabled_ = true;
+  std::vector<std::string> cert_domains_ = {"superlink.tail1234.ts.net"};
+  std::chrono::seconds cert_lifetime_{std::chrono::hours(24 * 90)};
+  std::optional<std::string> cert_pair_override_;
+  unsigned cert_failure_status_ = 0;
+  std::string cert_failure_body_;
+  std::string cert_failure_retry_after_;
+  std::chrono::milliseconds cert_delay_{0};
+  std::map<std::string, IssuedCert> issued_;
+  int status_count_ = 0;
+  int cert_count_ = 0;
+  int certs_issued_ = 0;
 
   std::unique_ptr<boost::asio::io_context> io_context_;
   std::shared_ptr<Server> server_;

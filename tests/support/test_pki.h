@@ -1,0 +1,52 @@
+// Certificates for tests, made at run time with OpenSSL's C API (no private key is checked in):
+// a CA and leaves signed by it, with chosen SANs, validity window, key usage and key format.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace sepal::test {
+
+struct PemPair {
+  std::string certificate_pem;  // leaf, then the issuing CA when asked for a chain
+  std::string private_key_pem;
+};
+
+struct LeafOptions {
+  std::string common_name = "localhost";
+  std::vector<std::string> dns_names = {"localhost"};
+  std::vector<std::string> ip_addresses = {"127.0.0.1", "::1"};
+  // Validity relative to now: [now + not_before, now + not_before + lifetime].
+  std::chrono::seconds not_before{-60};
+  std::chrono::seconds lifetime{std::chrono::hours(24 * 90)};
+  bool server_auth = true;
+  bool client_auth = false;
+  // Append the CA certificate after the leaf (as a served chain is).
+  bool include_chain = true;
+  // "EC PRIVATE KEY" (SEC1, what tailscaled writes) instead of PKCS#8 "PRIVATE KEY".
+  bool sec1_key = false;
+};
+
+// An EC P-256 certificate authority. Copyable handle; thread-safe for concurrent Issue calls.
+class TestCa {
+ public:
+  // Aborts the test process on an OpenSSL failure (it means the environment is broken).
+  explicit TestCa(const std::string& common_name = "sepal test CA");
+  ~TestCa();
+  TestCa(const TestCa&) = default;
+  TestCa& operator=(const TestCa&) = default;
+
+  const std::string& certificate_pem() const;
+  PemPair Issue(const LeafOptions& options) const;
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;
+};
+
+// A fresh EC P-256 key alone, PKCS#8 PEM (for key-mismatch tests).
+std::string NewPrivateKeyPem();
+
+}  // namespace sepal::test
