@@ -5,6 +5,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <string>
 
+#include "proxy/common/liveness.h"
 #include "proxy/config/config.h"
 #include "proxy/router/router.h"
 #include "proxy/worker/generation.h"
@@ -58,6 +59,9 @@ class Listener {
   bool stopped_ = false;
   bool retired_ = false;
   size_t open_connections_ = 0;
+  // Accept handlers run even after the listener is gone (close() aborts them; the handler
+  // still runs later): they check this first.
+  Liveness liveness_;
 };
 
 // Opens a listening TCP socket with SO_REUSEPORT on `io`. Port 0 picks a free port; pass

@@ -430,8 +430,10 @@ void ProxyStream::LocalReply(grpc::StatusCode code, std::string_view message,
 
 void ProxyStream::StartDeadline(std::chrono::nanoseconds timeout) {
   deadline_ = std::make_unique<boost::asio::steady_timer>(downstream_.worker().io(), timeout);
-  deadline_->async_wait([this](boost::system::error_code ec) {
-    if (ec) return;  // cancelled: the stream may be gone, touch nothing
+  // The stream can end (and be destroyed) after the timer fired but before this handler
+  // runs; then ec is success and only the liveness token tells.
+  deadline_->async_wait([this, alive = liveness_.Watch()](boost::system::error_code ec) {
+    if (ec || alive.expired()) return;
     LocalReply(grpc::StatusCode::kDeadlineExceeded, "sepal: deadline exceeded (grpc-timeout)",
                "deadline_exceeded");
   });

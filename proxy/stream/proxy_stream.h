@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "proxy/buffer/chunk_buffer.h"
+#include "proxy/common/liveness.h"
 #include "proxy/grpc/grpc_status.h"
 #include "proxy/http2/header_list.h"
 #include "proxy/http2/http2_connection.h"
@@ -129,6 +130,7 @@ class ProxyStream {
   std::string local_message_;
 
   std::unique_ptr<boost::asio::steady_timer> deadline_;
+  Liveness liveness_;  // for the deadline handler, which may run after this stream is gone
 
   // For metrics: when the call started, bytes each way, and how it ended (-1: unknown yet).
   std::chrono::steady_clock::time_point started_;

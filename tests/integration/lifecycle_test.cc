@@ -1,5 +1,6 @@
 // Call lifecycle through sepal: cancellation both ways, deadlines, upstream down and back,
 // upstream GOAWAY, graceful drain.
+#include <atomic>
 #include <thread>
 
 #include "tests/integration/proxy_fixture.h"
@@ -68,6 +69,62 @@ TEST_F(ProxyTest, SepalAnswersDeadlineExceededWhenGrpcTimeoutExpires) {
   EXPECT_EQ(client->stream(id).GrpcStatus(), 4);
   // The upstream also learnt that nobody waits any more.
   EXPECT_TRUE(backend_->WaitForCancelled(1, std::chrono::seconds(5)));
+}
+
+// Streams that end (client reset) just as their grpc-timeout fires: when the worker sees
+// both in one turn, the timer's handler is already queued when the stream is destroyed and
+// runs afterwards with a success code. It must not touch the stream (ASan catches it).
+// A busy worker (another client hammering it) makes such turns common; the reset times are
+// spread around the deadline so that many streams land in the window.
+TEST_F(ProxyTest, DeadlineFiringAsTheStreamEndsIsHarmless) {
+  StartDefault();
+  std::atomic<bool> stop{false};
+  std::atomic<int> background_failures{0};
+  std::thread load([&] {
+    auto stub = Echo::NewStub(NewChannel(1));
+    while (!stop.load()) {
+      grpc::ClientContext context;
+      EchoRequest request;
+      request.set_payload("busy");
+      EchoResponse response;
+      if (!stub->Unary(&context, request, &response).ok()) background_failures.fetch_add(1);
+    }
+  });
+  EchoRequest slow;
+  slow.set_sleep_ms(2000);
+  std::string body = H2TestClient::GrpcFrame(slow.SerializeAsString());
+  H2Headers headers = H2TestClient::GrpcRequestHeaders("/sepal.test.Echo/Unary");
+  headers.emplace_back("grpc-timeout", "20m");
+  for (int round = 0; round < 12; ++round) {
+    std::string error;
+    auto client = H2TestClient::Connect(SepalAddress(), &error);
+    ASSERT_NE(client, nullptr) << error;
+    std::vector<int32_t> ids;
+    for (int i = 0; i < 40; ++i) {
+      int32_t id = client->SubmitRequest(headers);
+      ASSERT_GT(id, 0);
+      ASSERT_TRUE(client->SendData(id, body, true));
+      ids.push_back(id);
+    }
+    // Reset them one by one from shortly before to shortly after the deadline.
+    std::this_thread::sleep_for(std::chrono::microseconds(17000 + 250 * round));
+    for (int32_t id : ids) {
+      if (!client->stream(id).closed) client->ResetStream(id);
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    client->PumpFor(std::chrono::milliseconds(30));
+  }
+  stop.store(true);
+  load.join();
+  EXPECT_EQ(background_failures.load(), 0);
+  // Still serving, and still answering 4 when a deadline really passes.
+  std::string error;
+  auto client = H2TestClient::Connect(SepalAddress(), &error);
+  ASSERT_NE(client, nullptr) << error;
+  int32_t id = client->SubmitRequest(headers);
+  ASSERT_TRUE(client->SendData(id, body, true));
+  ASSERT_TRUE(client->WaitForStreamClose(id, std::chrono::seconds(2)));
+  EXPECT_EQ(client->stream(id).GrpcStatus(), 4);
 }
 
 TEST_F(ProxyTest, GrpcTimeoutIsPassedToTheUpstream) {
