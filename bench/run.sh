@@ -293,7 +293,8 @@ EOF
 }
 
 nghttpx_args() {
-  local dir=$1 port=$2 tls=${3:-} frontend="127.0.0.1,$port;no-tls"
+  local dir=$1 port=$2 tls=${3:-}
+  local frontend="127.0.0.1,$port;no-tls"
   [[ -n "$tls" ]] && frontend="127.0.0.1,$port"
   # --conf=/dev/null: ignore /etc/nghttpx/nghttpx.conf. Windows as sepal's defaults
   # (1 MiB per stream, 16 MiB per connection). No --accesslog-file: access log off.
