@@ -66,14 +66,21 @@ LeafOptions TailnetLeaf(std::string domain = std::string(kDomain)) {
   return options;
 }
 
+// A tailnet leaf from `ca` in tailscaled's ?type=pair layout (key, then chain), parsed.
+std::optional<CertificatePair> IssueAndParse(const TestCa& ca, test::PemPair* pem,
+                                             std::string* error) {
+  *pem = ca.Issue(TailnetLeaf());
+  return ParseCertificatePair(pem->private_key_pem + pem->certificate_pem, kDomain, Clock::now(),
+                              error);
+}
+
 // ---- ParseCertificatePair -----------------------------------------------------------------
 
 TEST(ParseCertificatePair, KeyThenChainAsTailscaledSendsIt) {
   TestCa ca;
-  test::PemPair pem = ca.Issue(TailnetLeaf());
+  test::PemPair pem;
   std::string error;
-  auto pair = ParseCertificatePair(pem.private_key_pem + pem.certificate_pem, kDomain,
-                                   Clock::now(), &error);
+  auto pair = IssueAndParse(ca, &pem, &error);
   ASSERT_TRUE(pair) << error;
   EXPECT_EQ(pair->domain, kDomain);
   EXPECT_EQ(pair->certificate_pem, pem.certificate_pem);  // leaf, then the CA
@@ -204,10 +211,9 @@ bool HandshakeWith(const CertificatePair& pair, const std::string& ca_pem,
 
 TEST(UseCertificatePair, ServesAHandshakeTheClientVerifies) {
   TestCa ca;
-  test::PemPair pem = ca.Issue(TailnetLeaf());
+  test::PemPair pem;
   std::string error;
-  auto pair = ParseCertificatePair(pem.private_key_pem + pem.certificate_pem, kDomain,
-                                   Clock::now(), &error);
+  auto pair = IssueAndParse(ca, &pem, &error);
   ASSERT_TRUE(pair) << error;
   EXPECT_TRUE(HandshakeWith(*pair, ca.certificate_pem(), std::string(kDomain), &error)) << error;
   // The same pair does not pass for another name.
