@@ -9,6 +9,7 @@
 #include "proxy/common/log.h"
 #include "proxy/config/config.h"
 #include "proxy/server/server.h"
+#include "proxy/tls/tls_context.h"
 #include "proxy/version.h"
 #include "proxy/whois_command.h"
 
@@ -123,6 +124,11 @@ int main(int argc, char** argv) {
     auto loaded = sepal::config::LoadConfigFile(config_path);
     if (!loaded.ok()) {
       std::fprintf(stderr, "%s\n", std::string(loaded.status().message()).c_str());
+      return 1;
+    }
+    // Certificates and keys as the server will load them: PEM, readable, matching pairs.
+    if (absl::Status status = sepal::tls::ValidateTlsFiles(*loaded); !status.ok()) {
+      std::fprintf(stderr, "%s: %s\n", config_path.c_str(), std::string(status.message()).c_str());
       return 1;
     }
     std::printf("%s: OK\n%s", config_path.c_str(), sepal::config::Summarize(*loaded).c_str());

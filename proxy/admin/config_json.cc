@@ -159,9 +159,13 @@ json::value Listener(const config::ListenerConfig& listener) {
   out["proxy_protocol"] = ProxyProtocolName(listener.proxy_protocol);
   if (listener.tls) {
     json::object tls;
-    tls["certificate"] = View(listener.tls->certificate);
-    tls["private_key"] = View(listener.tls->private_key);  // a path, never key material
+    bool tailscale = listener.tls->source == config::ListenerTlsConfig::Source::kTailscale;
+    tls["source"] = tailscale ? "tailscale" : "files";
+    // Paths only, never key material (with tailscale there are no files: null).
+    tls["certificate"] = StringOrNull(listener.tls->certificate);
+    tls["private_key"] = StringOrNull(listener.tls->private_key);
     tls["client_ca"] = StringOrNull(listener.tls->client_ca);
+    tls["handshake_timeout"] = View(FormatDuration(listener.tls->handshake_timeout));
     out["tls"] = std::move(tls);
   } else {
     out["tls"] = nullptr;
@@ -179,8 +183,10 @@ json::value Upstream(const config::UpstreamConfig& upstream) {
   out["address"] = View(AddressText(upstream.address));
   if (upstream.tls) {
     json::object tls;
-    tls["ca"] = View(upstream.tls->ca);
-    tls["server_name"] = View(upstream.tls->server_name);
+    tls["ca"] = StringOrNull(upstream.tls->ca);  // null: the system trust store
+    tls["server_name"] = StringOrNull(upstream.tls->server_name);  // null: the address's host
+    tls["certificate"] = StringOrNull(upstream.tls->certificate);
+    tls["private_key"] = StringOrNull(upstream.tls->private_key);  // a path, never the key
     out["tls"] = std::move(tls);
   } else {
     out["tls"] = nullptr;

@@ -306,6 +306,7 @@ class Loader {
   absl::Status ReadListener(const Value& value, const Config& config,
                             ListenerConfig* listener) const;
   absl::Status ReadListenerTls(const Value& value, ListenerTlsConfig* tls) const;
+  absl::Status ReadUpstreamTls(const Value& value, UpstreamTlsConfig* tls) const;
   absl::Status ReadRoutes(const Value& value, const Config& config,
                           std::vector<RouteConfig>* routes) const;
   absl::Status ReadRoute(const Value& value, const Config& config, RouteConfig* route) const;
@@ -758,12 +759,14 @@ absl::Status Loader::ReadUpstream(const Value& value, UpstreamConfig* upstream) 
     return Error(address, "upstream port must be between 1 and 65535");
   }
   if (auto tls_value = map.Get("tls")) {
-    Map tls_map;
-    SEPAL_CONFIG_ASSIGN(tls_map, OpenMap(*tls_value, {"ca", "server_name"}));
     UpstreamTlsConfig tls;
-    if (auto ca = tls_map.Get("ca")) SEPAL_CONFIG_ASSIGN(tls.ca, ReadReadableFile(*ca));
-    if (auto server_name = tls_map.Get("server_name")) {
-      SEPAL_CONFIG_ASSIGN(tls.server_name, ReadNonEmptyString(*server_name));
+    SEPAL_CONFIG_TRY(ReadUpstreamTls(*tls_value, &tls));
+    // The certificate is checked against server_name, or else the host of `address`; a
+    // unix socket has none.
+    if (tls.server_name.empty() && upstream->address.kind == SocketAddress::Kind::kUnix) {
+      return ErrorAt(tls_value->line, ChildPath(tls_value->path, "server_name"),
+                     "required for TLS over a unix socket (the name the SuperLink's "
+                     "certificate is checked against)");
     }
     upstream->tls = std::move(tls);
   }
@@ -835,15 +838,56 @@ absl::Status Loader::ReadListener(const Value& value, const Config& config,
 
 absl::Status Loader::ReadListenerTls(const Value& value, ListenerTlsConfig* tls) const {
   Map map;
-  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, {"certificate", "private_key", "client_ca"}));
-  Value certificate;
-  SEPAL_CONFIG_ASSIGN(certificate, map.Require(*this, "certificate"));
-  SEPAL_CONFIG_ASSIGN(tls->certificate, ReadReadableFile(certificate));
-  Value private_key;
-  SEPAL_CONFIG_ASSIGN(private_key, map.Require(*this, "private_key"));
-  SEPAL_CONFIG_ASSIGN(tls->private_key, ReadReadableFile(private_key));
+  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, {"source", "certificate", "private_key", "client_ca",
+                                           "handshake_timeout"}));
+  if (auto source = map.Get("source")) {
+    size_t choice = 0;
+    SEPAL_CONFIG_ASSIGN(choice, ReadChoice(*source, {"files", "tailscale"}));
+    tls->source = choice == 0 ? ListenerTlsConfig::Source::kFiles
+                              : ListenerTlsConfig::Source::kTailscale;
+  }
+  if (tls->source == ListenerTlsConfig::Source::kFiles) {
+    Value certificate;
+    SEPAL_CONFIG_ASSIGN(certificate, map.Require(*this, "certificate"));
+    SEPAL_CONFIG_ASSIGN(tls->certificate, ReadReadableFile(certificate));
+    Value private_key;
+    SEPAL_CONFIG_ASSIGN(private_key, map.Require(*this, "private_key"));
+    SEPAL_CONFIG_ASSIGN(tls->private_key, ReadReadableFile(private_key));
+  } else {
+    // tailscaled supplies both; a file given as well would silently be ignored.
+    for (const char* key : {"certificate", "private_key"}) {
+      if (auto given = map.Get(key)) {
+        return Error(*given, "not used with source: tailscale (tailscaled supplies the pair)");
+      }
+    }
+  }
   if (auto client_ca = map.Get("client_ca")) {
     SEPAL_CONFIG_ASSIGN(tls->client_ca, ReadReadableFile(*client_ca));
+  }
+  if (auto timeout = map.Get("handshake_timeout")) {
+    SEPAL_CONFIG_ASSIGN(tls->handshake_timeout, ReadDuration(*timeout));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Loader::ReadUpstreamTls(const Value& value, UpstreamTlsConfig* tls) const {
+  Map map;
+  SEPAL_CONFIG_ASSIGN(map,
+                      OpenMap(value, {"ca", "server_name", "certificate", "private_key"}));
+  if (auto ca = map.Get("ca")) SEPAL_CONFIG_ASSIGN(tls->ca, ReadReadableFile(*ca));
+  if (auto server_name = map.Get("server_name")) {
+    SEPAL_CONFIG_ASSIGN(tls->server_name, ReadNonEmptyString(*server_name));
+  }
+  std::optional<Value> certificate = map.Get("certificate");
+  std::optional<Value> private_key = map.Get("private_key");
+  if (certificate.has_value() != private_key.has_value()) {
+    const Value& given = certificate ? *certificate : *private_key;
+    return ErrorAt(given.line, ChildPath(value.path, certificate ? "private_key" : "certificate"),
+                   "required with a client certificate (certificate and private_key go together)");
+  }
+  if (certificate) {
+    SEPAL_CONFIG_ASSIGN(tls->certificate, ReadReadableFile(*certificate));
+    SEPAL_CONFIG_ASSIGN(tls->private_key, ReadReadableFile(*private_key));
   }
   return absl::OkStatus();
 }
@@ -1078,6 +1122,9 @@ std::string Summarize(const Config& config) {
     absl::StrAppend(&out, "listener ", listener.name, " on ", FormatAddress(listener.address));
     if (listener.tls) {
       absl::StrAppend(&out, listener.tls->client_ca.empty() ? " tls" : " tls+client-certs");
+      if (listener.tls->source == ListenerTlsConfig::Source::kTailscale) {
+        absl::StrAppend(&out, " (certificate from tailscaled)");
+      }
     } else {
       absl::StrAppend(&out, " h2c");
     }
@@ -1115,6 +1162,7 @@ std::string Summarize(const Config& config) {
       if (!upstream.tls->server_name.empty()) {
         absl::StrAppend(&out, " server_name ", upstream.tls->server_name);
       }
+      if (!upstream.tls->certificate.empty()) absl::StrAppend(&out, " client-cert");
     }
     absl::StrAppend(&out, ", connect_timeout ", FormatDuration(upstream.connect_timeout), "\n");
   }

@@ -72,9 +72,15 @@ struct AccessLogConfig {
 };
 
 struct ListenerTlsConfig {
-  std::string certificate;  // PEM file paths
+  // Where the certificate and key come from: PEM files, or tailscaled's LocalAPI (the
+  // node's MagicDNS certificate, fetched over identity.tailscale.socket).
+  enum class Source { kFiles, kTailscale };
+  std::string certificate;  // PEM file paths (source files; empty with tailscale)
   std::string private_key;
   std::string client_ca;    // empty = no client certificates requested
+  Source source = Source::kFiles;
+  // From accept (or the end of the PROXY header) to a finished handshake.
+  std::chrono::milliseconds handshake_timeout = std::chrono::seconds(10);
 
   bool operator==(const ListenerTlsConfig&) const = default;
 };
@@ -119,8 +125,10 @@ struct ListenerConfig {
 };
 
 struct UpstreamTlsConfig {
-  std::string ca;
-  std::string server_name;
+  std::string ca;           // PEM file; empty = the system's default trust store
+  std::string server_name;  // SNI and hostname check; empty = the host of `address`
+  std::string certificate;  // optional client certificate (mTLS to the SuperLink) ...
+  std::string private_key;  // ... and its key; both or neither
 
   bool operator==(const UpstreamTlsConfig&) const = default;
 };

@@ -48,7 +48,127 @@ void DownstreamConnection::Start() {
     ReadProxyHeader();
     return;
   }
+  StartTransport({});
+}
+
+void DownstreamConnection::StartTransport(std::string_view initial_bytes) {
+  if (routes_->config.tls) {
+    StartTls(initial_bytes);
+  } else {
+    StartHttp2(initial_bytes);
+  }
+}
+
+void DownstreamConnection::StartTls(std::string_view initial_bytes) {
+  tls_context_ = routes_->tls_slot ? routes_->tls_slot->Current() : nullptr;
+  if (!tls_context_) {
+    FailTls(tls::reason::kNoCertificate, "no certificate yet (waiting for tailscaled)");
+    return;
+  }
+  // The deadline covers sniffing and the handshake. The timer may fire after this
+  // connection is gone: it holds only a weak reference.
+  handshake_timer_ = std::make_unique<boost::asio::steady_timer>(
+      worker_.io(), routes_->config.tls->handshake_timeout);
+  std::weak_ptr<Http2Connection> weak = shared_from_this();
+  handshake_timer_->async_wait([weak](boost::system::error_code ec) {
+    auto self = std::static_pointer_cast<DownstreamConnection>(weak.lock());
+    if (ec || !self || self->closed() || self->handshake_done_) return;
+    self->FailTls(tls::reason::kTimeout,
+                  StrCat("no TLS handshake within ",
+                         self->routes_->config.tls->handshake_timeout.count(), " ms"));
+  });
+  tls_first_bytes_.assign(initial_bytes);
+  SniffTls();
+}
+
+void DownstreamConnection::SniffTls() {
+  // A TLS record starts 0x16 (handshake) 0x03 (major version); two bytes decide.
+  const auto& bytes = tls_first_bytes_;
+  if (bytes.size() >= 2 || (bytes.size() == 1 && static_cast<uint8_t>(bytes[0]) != 0x16)) {
+    if (static_cast<uint8_t>(bytes[0]) == 0x16 && static_cast<uint8_t>(bytes[1]) == 0x03) {
+      Handshake();
+    } else {
+      RefuseNonTls();
+    }
+    return;
+  }
+  auto self = std::static_pointer_cast<DownstreamConnection>(shared_from_this());
+  size_t old_size = tls_first_bytes_.size();
+  tls_first_bytes_.resize(old_size + 512);
+  socket().async_read_some(
+      boost::asio::buffer(tls_first_bytes_.data() + old_size, 512),
+      [self, old_size](boost::system::error_code ec, size_t n) {
+        if (self->closed()) return;
+        self->tls_first_bytes_.resize(old_size + n);
+        if (ec) {
+          // Connected and left without a byte (port probes): nothing to count.
+          self->Close("closed before the TLS handshake");
+          return;
+        }
+        self->SniffTls();
+      });
+}
+
+void DownstreamConnection::RefuseNonTls() {
+  const auto* data = reinterpret_cast<const uint8_t*>(tls_first_bytes_.data());
+  size_t length = tls_first_bytes_.size();
+  if (LooksLikeHttp1(data, length)) {
+    static constexpr std::string_view kBody =
+        "sepal: this port accepts TLS (HTTP/2, gRPC) only; use https / a TLS gRPC channel\n";
+    LogWarning("listener ", listener_.name(), ": ", peer_,
+               " sent a cleartext HTTP/1.x request on a TLS port; closing");
+    listener_.stats().TlsHandshakeError(tls::reason::kNotTls);
+    WriteRawAndClose(StrCat("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
+                            "Connection: close\r\nContent-Length: ",
+                            kBody.size(), "\r\n\r\n", kBody),
+                     "HTTP/1.x request on a TLS port");
+    return;
+  }
+  size_t n = std::min(length, kClientPreface.size());
+  FailTls(tls::reason::kNotTls,
+          std::memcmp(data, kClientPreface.data(), n) == 0
+              ? "cleartext HTTP/2 (h2c) on a TLS port"
+              : "the first bytes are not a TLS ClientHello");
+}
+
+void DownstreamConnection::Handshake() {
+  Transport::TlsStream& stream = transport_.StartTls(tls_context_->context);
+  tls::AttachHandshakeNotes(stream.native_handle(), &handshake_notes_);
+  auto self = std::static_pointer_cast<DownstreamConnection>(shared_from_this());
+  // The bytes already read are the start of the ClientHello; the handshake consumes them
+  // (tls_first_bytes_ stays untouched until it completes).
+  stream.async_handshake(boost::asio::ssl::stream_base::server,
+                         boost::asio::buffer(tls_first_bytes_),
+                         [self](boost::system::error_code ec, size_t) {
+                           if (self->closed()) return;
+                           self->OnHandshake(ec);
+                         });
+}
+
+void DownstreamConnection::OnHandshake(const boost::system::error_code& ec) {
+  SSL* ssl = transport_.tls()->native_handle();
+  if (ec) {
+    FailTls(tls::ClassifyHandshakeError(ec, handshake_notes_), tls::DescribeTlsError(ec, ssl));
+    return;
+  }
+  if (!tls::NegotiatedH2(ssl)) {  // the ALPN callbacks refuse this already; belt and braces
+    FailTls(tls::reason::kNoAlpnH2, "the client did not negotiate h2");
+    return;
+  }
+  handshake_done_ = true;
+  handshake_timer_->cancel();
+  tls_first_bytes_.clear();
+  tls_first_bytes_.shrink_to_fit();
+  LogDebug("listener ", listener_.name(), ": ", peer_, ": TLS ", SSL_get_version(ssl), " ",
+           SSL_get_cipher_name(ssl));
   StartHttp2({});
+}
+
+void DownstreamConnection::FailTls(std::string_view reason, std::string_view detail) {
+  LogWarning("listener ", listener_.name(), ": ", peer_, ": TLS handshake failed (", reason,
+             "): ", detail, "; closing");
+  listener_.stats().TlsHandshakeError(reason);
+  Close(StrCat("TLS handshake failed: ", detail));
 }
 
 void DownstreamConnection::ReadProxyHeader() {
@@ -66,7 +186,7 @@ void DownstreamConnection::ReadProxyHeader() {
   }
   size_t old_size = proxy_header_buffer_.size();
   proxy_header_buffer_.resize(old_size + 512);
-  socket_.async_read_some(
+  socket().async_read_some(
       boost::asio::buffer(proxy_header_buffer_.data() + old_size, 512),
       [self, old_size](boost::system::error_code ec, size_t n) {
         if (self->closed()) return;
@@ -99,7 +219,7 @@ void DownstreamConnection::ReadProxyHeader() {
         std::string rest = self->proxy_header_buffer_.substr(parsed.header.header_length);
         self->proxy_header_buffer_.clear();
         self->proxy_header_buffer_.shrink_to_fit();
-        self->StartHttp2(rest);
+        self->StartTransport(rest);
       });
 }
 
@@ -222,6 +342,7 @@ void DownstreamConnection::BeginShutdown(bool final_goaway) {
 }
 
 void DownstreamConnection::OnClose(std::string_view reason) {
+  if (handshake_timer_) handshake_timer_->cancel();
   LogDebug("listener ", listener_.name(), ": connection from ", peer_, " closed: ", reason,
            " (", streams_.size(), " streams open)");
   // Streams reset their upstream halves as they go.

@@ -12,6 +12,7 @@
 #include "proxy/config/config.h"
 #include "proxy/http2/http2_connection.h"
 #include "proxy/identity/identity.h"
+#include "proxy/tls/tls_context.h"
 #include "proxy/worker/generation.h"
 
 namespace sepal {
@@ -49,6 +50,18 @@ class DownstreamConnection final : public Http2Connection {
 
  private:
   void ReadProxyHeader();
+  // After the PROXY header (if any): TLS first on a TLS listener, else straight to HTTP/2.
+  void StartTransport(std::string_view initial_bytes);
+  // --- TLS listeners: [sniff the first bytes] → handshake (bounded) → HTTP/2.
+  void StartTls(std::string_view initial_bytes);
+  // Reads until the first bytes tell a TLS ClientHello from cleartext HTTP/2, HTTP/1.x or
+  // garbage (which are refused without a handshake).
+  void SniffTls();
+  void RefuseNonTls();
+  void Handshake();
+  void OnHandshake(const boost::system::error_code& ec);
+  // Logs, counts sepal_tls_handshake_errors_total{reason} and closes.
+  void FailTls(std::string_view reason, std::string_view detail);
   void StartHttp2(std::string_view initial_bytes);
   void BeginIdentityLookup();
   void OnIdentity(identity::LookupResult result);
@@ -80,6 +93,13 @@ class DownstreamConnection final : public Http2Connection {
   std::chrono::steady_clock::time_point lookup_started_;
 
   std::string proxy_header_buffer_;
+  // TLS: the context this connection's handshake uses (the listener's latest at the start),
+  // the bytes read before the handshake (fed to it) and its deadline.
+  std::shared_ptr<const tls::ServerContext> tls_context_;
+  tls::HandshakeNotes handshake_notes_;
+  std::string tls_first_bytes_;
+  std::unique_ptr<boost::asio::steady_timer> handshake_timer_;
+  bool handshake_done_ = false;
   std::unique_ptr<boost::asio::steady_timer> proxy_header_timer_;
   std::unordered_map<int32_t, std::unique_ptr<ProxyStream>> streams_;
 };

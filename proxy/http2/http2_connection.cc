@@ -12,7 +12,7 @@ namespace asio = boost::asio;
 
 Http2Connection::Http2Connection(Worker& worker, Socket socket)
     : worker_(worker),
-      socket_(std::move(socket)),
+      transport_(std::move(socket)),
       read_buffer_(new uint8_t[kReadBufferSize]) {
   write_buffer_.reserve(kWriteBatch + 16 * 1024 + 64);
 }
@@ -48,7 +48,7 @@ bool Http2Connection::ProcessReceived(const uint8_t* data, size_t n) {
 }
 
 void Http2Connection::DoRead() {
-  socket_.async_read_some(
+  transport_.AsyncReadSome(
       asio::buffer(read_buffer_.get(), kReadBufferSize),
       [self = shared_from_this()](boost::system::error_code ec, size_t n) {
         if (self->closed_) return;
@@ -63,7 +63,7 @@ void Http2Connection::DoRead() {
 void Http2Connection::ScheduleFlush() {
   if (flush_scheduled_ || closed_) return;
   flush_scheduled_ = true;
-  asio::post(socket_.get_executor(), [self = shared_from_this()] {
+  asio::post(transport_.socket().get_executor(), [self = shared_from_this()] {
     self->flush_scheduled_ = false;
     self->Flush();
   });
@@ -90,17 +90,19 @@ void Http2Connection::Flush() {
   }
   if (closed_) return;
   writing_ = true;
-  asio::async_write(socket_, asio::buffer(write_buffer_),
-                    [self = shared_from_this()](boost::system::error_code ec, size_t) {
-                      self->writing_ = false;
-                      if (self->closed_) return;
-                      if (ec) {
-                        self->Close("write failed: " + ec.message());
-                        return;
-                      }
-                      self->Flush();
-                      if (self->closing_ && !self->writing_) self->Close(self->closing_reason_);
-                    });
+  transport_.AsyncWrite(asio::buffer(write_buffer_),
+                        [self = shared_from_this()](boost::system::error_code ec, size_t) {
+                          self->writing_ = false;
+                          if (self->closed_) return;
+                          if (ec) {
+                            self->Close("write failed: " + ec.message());
+                            return;
+                          }
+                          self->Flush();
+                          if (self->closing_ && !self->writing_) {
+                            self->Close(self->closing_reason_);
+                          }
+                        });
 }
 
 void Http2Connection::CloseAfterWrite(std::string reason) {
@@ -114,7 +116,9 @@ void Http2Connection::CloseAfterWrite(std::string reason) {
 void Http2Connection::WriteRawAndClose(std::string bytes, std::string reason) {
   auto payload = std::make_shared<std::string>(std::move(bytes));
   writing_ = true;
-  asio::async_write(socket_, asio::buffer(*payload),
+  // Raw bytes go out on the socket itself: plaintext answers to clients that are not
+  // speaking the protocol the port expects (before any TLS).
+  asio::async_write(transport_.socket(), asio::buffer(*payload),
                     [self = shared_from_this(), payload, reason = std::move(reason)](
                         boost::system::error_code, size_t) { self->Close(reason); });
 }
@@ -122,9 +126,7 @@ void Http2Connection::WriteRawAndClose(std::string bytes, std::string reason) {
 void Http2Connection::Close(std::string_view reason) {
   if (closed_) return;
   closed_ = true;
-  boost::system::error_code ignored;
-  socket_.shutdown(Socket::shutdown_both, ignored);
-  socket_.close(ignored);
+  transport_.Close();
   OnClose(reason);
 }
 

@@ -1,5 +1,5 @@
-// Transport half shared by both sides: a byte stream socket driven by one nghttp2 session,
-// with one read loop and one batched write loop on the worker's io_context.
+// Connection half shared by both sides: a Transport (socket, or TLS over it) driven by one
+// nghttp2 session, with one read loop and one batched write loop on the worker's io_context.
 #pragma once
 
 #include <nghttp2/nghttp2.h>
@@ -11,13 +11,15 @@
 #include <string_view>
 #include <vector>
 
+#include "proxy/http2/transport.h"
+
 namespace sepal {
 
 class Worker;
 
 class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
  public:
-  using Socket = boost::asio::generic::stream_protocol::socket;
+  using Socket = Transport::Socket;
 
   virtual ~Http2Connection();
   Http2Connection(const Http2Connection&) = delete;
@@ -54,8 +56,10 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   // Human-readable description of the peer for logs.
   virtual std::string Describe() const = 0;
 
+  Socket& socket() { return transport_.socket(); }
+
   Worker& worker_;
-  Socket socket_;
+  Transport transport_;
   nghttp2_session* session_ = nullptr;
 
  private:

@@ -20,11 +20,14 @@
 #include "proxy/common/strings.h"
 #include "proxy/listener/listener.h"
 #include "proxy/stats/proxy_metrics.h"
+#include "proxy/tls/context_store.h"
+#include "proxy/tls/tls_context.h"
 #include "proxy/worker/worker.h"
 
 namespace sepal {
 
-Server::Server(config::ConfigSnapshot config) : config_(std::move(config)) {}
+Server::Server(config::ConfigSnapshot config)
+    : config_(std::move(config)), tls_contexts_(std::make_shared<tls::ServerContextStore>()) {}
 
 Server::~Server() { Stop(); }
 
@@ -94,6 +97,9 @@ absl::Status Server::Start() {
   stats::GetFamilies();
   metrics::DefaultRegistry().SetShardCount(count);
   if (absl::Status status = ResolveUpstreams(*config_); !status.ok()) return status;
+  // Certificates and keys are loaded now: a bad pair stops the start, naming the file.
+  if (absl::Status status = tls::ValidateUpstreamTls(*config_); !status.ok()) return status;
+  if (absl::Status status = tls_contexts_->Load(*config_); !status.ok()) return status;
   identity_ = identity::MakeIdentityProvider(config_->identity);
   for (unsigned i = 0; i < count; ++i) workers_.push_back(std::make_unique<Worker>(i));
   auto access_log = AccessLogFor(*config_);
@@ -106,7 +112,7 @@ absl::Status Server::Start() {
     return status;
   }
   for (unsigned i = 0; i < count; ++i) {
-    plans[i].settings = {generation_, config_, identity_, access_log_};
+    plans[i].settings = {generation_, config_, identity_, access_log_, tls_contexts_};
     workers_[i]->Apply(std::move(plans[i]));
   }
   {
@@ -166,6 +172,7 @@ absl::Status Server::Reload(config::ConfigSnapshot next) {
     LogWarning("reload: admin.address changed; a restart applies that");
   }
   if (absl::Status status = ResolveUpstreams(*next); !status.ok()) return fail(status);
+  if (absl::Status status = tls::ValidateUpstreamTls(*next); !status.ok()) return fail(status);
   auto access_log = AccessLogFor(*next);
   if (!access_log.ok()) return fail(access_log.status());
   std::vector<WorkerPlan> plans(workers_.size());
@@ -175,6 +182,9 @@ absl::Status Server::Reload(config::ConfigSnapshot next) {
       !status.ok()) {
     return fail(status);
   }
+  // Listener certificates are re-read even when the file is unchanged (rotation on disk).
+  // Last of the checks: from here on the reload is applied.
+  if (absl::Status status = tls_contexts_->Reload(*next); !status.ok()) return fail(status);
   // The identity provider (and its cache) survives a reload that leaves its section alone.
   std::shared_ptr<identity::IdentityProvider> identity =
       next->identity == current->identity ? identity_
@@ -182,7 +192,7 @@ absl::Status Server::Reload(config::ConfigSnapshot next) {
 
   uint64_t number = generation() + 1;
   for (size_t i = 0; i < workers_.size(); ++i) {
-    plans[i].settings = {number, next, identity, *access_log};
+    plans[i].settings = {number, next, identity, *access_log, tls_contexts_};
     workers_[i]->ApplyAndWait(std::move(plans[i]));
   }
   identity_ = std::move(identity);
@@ -206,6 +216,12 @@ absl::Status Server::Reload(config::ConfigSnapshot next) {
   LogInfo("reload: generation ", number, " in force (", next->listeners.size(), " listeners, ",
           next->upstreams.size(), " upstreams", sockets, ")");
   return absl::OkStatus();
+}
+
+absl::Status Server::ApplyFetchedCertificate(const std::string& listener,
+                                             std::string_view certificate_chain_pem,
+                                             std::string_view private_key_pem) {
+  return tls_contexts_->UpdatePair(listener, certificate_chain_pem, private_key_pem);
 }
 
 config::ConfigSnapshot Server::config() const {

@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -22,6 +23,9 @@ struct WorkerPlan;
 namespace filters {
 class AccessLog;
 }  // namespace filters
+namespace tls {
+class ServerContextStore;
+}  // namespace tls
 namespace admin {
 class AdminServer;
 struct Readiness;
@@ -49,6 +53,14 @@ class Server {
   // sepal_config_reloads_total{result} (+ the last-success time): Reload counts itself;
   // main() counts a file that did not parse.
   void CountReload(bool success);
+  // Hook for the tailscaled certificate source (`tls: {source: tailscale}`): installs a
+  // freshly fetched pair (PEM: certificate chain, private key) as `listener`'s context; new
+  // handshakes use it, connections already up keep theirs. A bad pair keeps the current one
+  // and is returned as an error. Thread-safe.
+  absl::Status ApplyFetchedCertificate(const std::string& listener,
+                                       std::string_view certificate_chain_pem,
+                                       std::string_view private_key_pem);
+  tls::ServerContextStore& tls_contexts() { return *tls_contexts_; }
   // Port a listener is bound to (useful with port 0 in tests); 0 if unknown.
   uint16_t BoundPort(const std::string& listener_name) const;
   unsigned worker_count() const { return static_cast<unsigned>(workers_.size()); }
@@ -80,6 +92,7 @@ class Server {
 
   std::shared_ptr<identity::IdentityProvider> identity_;
   std::shared_ptr<filters::AccessLog> access_log_;
+  std::shared_ptr<tls::ServerContextStore> tls_contexts_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<admin::AdminServer> admin_;
   bool started_ = false;

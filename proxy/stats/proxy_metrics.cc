@@ -34,8 +34,17 @@ const Families& GetFamilies() {
         "Client connections closed for bad input (http1, tls_on_cleartext, bad_preface, "
         "http2_error, proxy_header).",
         {"listener", "kind"});
-    f.tls_handshake_errors = &r.AddCounter("sepal_tls_handshake_errors_total",
-                                           "Failed TLS handshakes.", {"listener"});
+    f.tls_handshake_errors = &r.AddCounter(
+        "sepal_tls_handshake_errors_total",
+        "Client connections on TLS listeners that failed before HTTP/2, by reason (timeout, "
+        "not_tls, no_alpn_h2, protocol_version, no_shared_cipher, client_cert, peer_alert, "
+        "no_certificate, other).",
+        {"listener", "reason"});
+    f.tls_certificate_reloads = &r.AddCounter(
+        "sepal_tls_certificate_reloads_total",
+        "Listener certificate replacements (reload or tailscaled), by result; a failure keeps "
+        "the previous certificate.",
+        {"listener", "result"});
     f.authz_decisions = &r.AddCounter("sepal_authz_decisions_total",
                                       "Authorization decisions, by outcome and reason.",
                                       {"listener", "decision", "reason"});
@@ -116,6 +125,10 @@ void ListenerStats::ConnectionClosed() { connections_active_.Add(shard_, -1); }
 
 void ListenerStats::ProtocolError(std::string_view kind) {
   GetFamilies().protocol_errors->WithLabels({listener_, std::string(kind)}).Increment(shard_);
+}
+
+void ListenerStats::TlsHandshakeError(std::string_view reason) {
+  GetFamilies().tls_handshake_errors->WithLabels({listener_, std::string(reason)}).Increment(shard_);
 }
 
 void ListenerStats::AuthzDecision(bool allowed, std::string_view reason) {

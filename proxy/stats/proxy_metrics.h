@@ -22,7 +22,8 @@ struct Families {
   metrics::CounterFamily* connections_total;  // listener
   metrics::GaugeFamily* connections_active;   // listener
   metrics::CounterFamily* protocol_errors;    // listener, kind
-  metrics::CounterFamily* tls_handshake_errors;  // listener
+  metrics::CounterFamily* tls_handshake_errors;  // listener, reason
+  metrics::CounterFamily* tls_certificate_reloads;  // listener, result
   metrics::CounterFamily* authz_decisions;    // listener, decision, reason
   metrics::CounterFamily* identity_lookups;   // result
   metrics::HistogramFamily* identity_lookup_duration;
@@ -62,6 +63,8 @@ class ListenerStats {
   void StreamOpened() { streams_active_.Add(shard_, 1); }
   void StreamClosed() { streams_active_.Add(shard_, -1); }
   void ProtocolError(std::string_view kind);
+  // `reason`: one of tls::reason (a bounded set).
+  void TlsHandshakeError(std::string_view reason);
   void AuthzDecision(bool allowed, std::string_view reason);
   // Bytes of one call by peer node (metrics.peer_node_label). At most kMaxPeerNodes nodes
   // get their own series per listener and worker; later ones share peer_node="other".

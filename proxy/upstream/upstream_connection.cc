@@ -6,6 +6,7 @@
 #include "proxy/common/strings.h"
 #include "proxy/http2/session_options.h"
 #include "proxy/stream/proxy_stream.h"
+#include "proxy/tls/tls_context.h"
 #include "proxy/upstream/upstream_pool.h"
 #include "proxy/worker/worker.h"
 
@@ -49,9 +50,10 @@ void UpstreamConnection::Connect(const boost::asio::generic::stream_protocol::en
     self->FailAll("upstream connect timed out", /*refused=*/false);
     self->Close("connect timeout");
   });
-  socket_.async_connect(endpoint, [self](boost::system::error_code ec) {
-    self->connect_timer_.cancel();
+  socket().async_connect(endpoint, [self](boost::system::error_code ec) {
     if (self->closed()) return;
+    // With TLS the connect timeout keeps running through the handshake.
+    if (ec || !self->pool_.tls_context()) self->connect_timer_.cancel();
     if (ec) {
       LogWarning("upstream ", self->pool_.name(), ": connect to ", self->pool_.address_text(),
                  " failed: ", ec.message());
@@ -62,15 +64,52 @@ void UpstreamConnection::Connect(const boost::asio::generic::stream_protocol::en
       self->Close("connect failed");
       return;
     }
-    self->OnConnected();
+    if (self->pool_.tls_context()) {
+      self->Handshake();
+    } else {
+      self->OnConnected();
+    }
   });
 }
 
+void UpstreamConnection::Handshake() {
+  Transport::TlsStream& stream = transport_.StartTls(pool_.tls_context());
+  if (absl::Status status = tls::PrepareClientSession(stream.native_handle(), pool_.server_name());
+      !status.ok()) {
+    FailHandshake(std::string(status.message()));
+    return;
+  }
+  auto self = std::static_pointer_cast<UpstreamConnection>(shared_from_this());
+  stream.async_handshake(boost::asio::ssl::stream_base::client,
+                         [self](boost::system::error_code ec) {
+                           if (self->closed()) return;  // e.g. the connect timeout fired
+                           SSL* ssl = self->transport_.tls()->native_handle();
+                           if (ec) {
+                             self->FailHandshake(tls::DescribeTlsError(ec, ssl));
+                             return;
+                           }
+                           if (!tls::NegotiatedH2(ssl)) {
+                             self->FailHandshake("the server did not select h2 (ALPN)");
+                             return;
+                           }
+                           self->connect_timer_.cancel();
+                           self->OnConnected();
+                         });
+}
+
+void UpstreamConnection::FailHandshake(std::string_view why) {
+  LogWarning("upstream ", pool_.name(), ": TLS handshake with ", pool_.address_text(), " (",
+             pool_.server_name(), ") failed: ", why);
+  pool_.CountConnectFailure();
+  FailAll(StrCat("upstream ", pool_.name(), " TLS handshake failed: ", why), /*refused=*/false);
+  Close("TLS handshake failed");
+}
+
 void UpstreamConnection::OnConnected() {
-  if (socket_.local_endpoint().protocol().family() != AF_UNIX) {
+  if (socket().local_endpoint().protocol().family() != AF_UNIX) {
     // Small unary calls must not wait for Nagle.
     int one = 1;
-    setsockopt(socket_.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(socket().native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   }
   nghttp2_session_callbacks* callbacks = nullptr;
   nghttp2_session_callbacks_new(&callbacks);

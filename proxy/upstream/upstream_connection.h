@@ -1,5 +1,5 @@
-// Flower-side connection: an HTTP/2 client session (TCP or unix socket) multiplexing the
-// requests of many ProxyStreams of one worker.
+// Flower-side connection: an HTTP/2 client session (TCP or unix socket, optionally TLS)
+// multiplexing the requests of many ProxyStreams of one worker.
 #pragma once
 
 #include <boost/asio/generic/stream_protocol.hpp>
@@ -39,6 +39,9 @@ class UpstreamConnection final : public Http2Connection {
   void Shutdown();
 
  private:
+  // TLS upstreams: handshake (SNI, hostname check, ALPN h2) within the connect timeout.
+  void Handshake();
+  void FailHandshake(std::string_view why);
   void OnConnected();
   void FailAll(std::string_view why, bool refused);
   void OnClose(std::string_view reason) override;

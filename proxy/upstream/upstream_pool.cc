@@ -8,6 +8,7 @@
 #include "proxy/common/strings.h"
 #include "proxy/stats/proxy_metrics.h"
 #include "proxy/stream/proxy_stream.h"
+#include "proxy/tls/tls_context.h"
 #include "proxy/upstream/upstream_connection.h"
 #include "proxy/worker/worker.h"
 
@@ -29,6 +30,15 @@ void UpstreamPool::CountConnectFailure() { connect_failures_.Increment(worker_.i
 
 absl::Status UpstreamPool::Init() {
   connect_failures_ = stats::GetFamilies().upstream_connect_failures->WithLabels({name_});
+  if (config_.tls) {
+    auto context = tls::MakeClientContext(*config_.tls);
+    if (!context.ok()) {
+      init_error_ = StrCat("upstream ", name_, ": tls: ", context.status().message());
+      return absl::UnavailableError(init_error_);
+    }
+    tls_context_ = *std::move(context);
+    server_name_ = tls::UpstreamServerName(config_);
+  }
   if (address_.kind == config::SocketAddress::Kind::kUnix) {
     endpoint_ = asio::generic::stream_protocol::endpoint(
         asio::local::stream_protocol::endpoint(address_.path));
@@ -39,17 +49,17 @@ absl::Status UpstreamPool::Init() {
   auto results = resolver.resolve(address_.host, std::to_string(address_.port),
                                   asio::ip::tcp::resolver::numeric_service, ec);
   if (ec || results.empty()) {
-    resolve_error_ = StrCat("upstream ", name_, ": cannot resolve ", address_.host, ": ",
-                            ec ? ec.message() : std::string("no addresses"));
-    return absl::UnavailableError(resolve_error_);
+    init_error_ = StrCat("upstream ", name_, ": cannot resolve ", address_.host, ": ",
+                         ec ? ec.message() : std::string("no addresses"));
+    return absl::UnavailableError(init_error_);
   }
   endpoint_ = asio::generic::stream_protocol::endpoint(results.begin()->endpoint());
   return absl::OkStatus();
 }
 
 void UpstreamPool::Dispatch(ProxyStream* stream) {
-  if (!resolve_error_.empty()) {
-    stream->OnUpstreamFailed(resolve_error_, /*refused=*/false);
+  if (!init_error_.empty()) {
+    stream->OnUpstreamFailed(init_error_, /*refused=*/false);
     return;
   }
   UpstreamConnection* best = nullptr;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <boost/asio/generic/stream_protocol.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <memory>
 #include <string>
 #include <vector>
@@ -22,7 +23,7 @@ class UpstreamPool {
   UpstreamPool(Worker& worker, const config::UpstreamConfig& config);
   ~UpstreamPool();
 
-  // Resolves the address once (at worker start).
+  // Resolves the address and loads the TLS settings once (at worker start).
   absl::Status Init();
   // Finds or opens a connection for the stream. The stream is attached when ready, or told
   // that the upstream failed.
@@ -36,6 +37,9 @@ class UpstreamPool {
   size_t connection_count() const { return connections_.size(); }
   const std::string& address_text() const { return address_text_; }
   void CountConnectFailure();
+  // TLS to the upstream (null: cleartext h2c), and the name its certificate must carry.
+  const std::shared_ptr<boost::asio::ssl::context>& tls_context() const { return tls_context_; }
+  const std::string& server_name() const { return server_name_; }
 
  private:
   Worker& worker_;
@@ -45,7 +49,9 @@ class UpstreamPool {
   config::SocketAddress address_;
   std::chrono::milliseconds connect_timeout_;
   boost::asio::generic::stream_protocol::endpoint endpoint_;
-  std::string resolve_error_;  // set when Init could not resolve the address
+  std::string init_error_;  // set when Init could not resolve the address or load TLS files
+  std::shared_ptr<boost::asio::ssl::context> tls_context_;
+  std::string server_name_;
   std::vector<std::shared_ptr<UpstreamConnection>> connections_;
   metrics::Counter connect_failures_;
 };

@@ -17,6 +17,7 @@
 #include "proxy/config/config.h"
 #include "proxy/identity/identity.h"
 #include "proxy/router/router.h"
+#include "proxy/tls/context_store.h"
 
 namespace sepal {
 
@@ -28,6 +29,8 @@ struct GenerationSettings {
   config::ConfigSnapshot config;
   std::shared_ptr<identity::IdentityProvider> identity;  // null: routing only
   std::shared_ptr<filters::AccessLog> access_log;          // null: off
+  // Listener TLS contexts; one store for the process's lifetime (null: no TLS anywhere).
+  std::shared_ptr<tls::ServerContextStore> tls_contexts;
 };
 
 // ... and what each worker adds: its connection pools.
@@ -40,13 +43,19 @@ struct ListenerRoutes {
                  const config::ListenerConfig& listener)
       : generation(std::move(generation_in)),
         config(listener),
-        router(listener, *generation->config) {}
+        router(listener, *generation->config) {
+    if (listener.tls && generation->tls_contexts) {
+      tls_slot = generation->tls_contexts->Slot(listener.name);
+    }
+  }
 
   UpstreamPool& pool(size_t upstream_index) const { return *generation->pools[upstream_index]; }
 
   std::shared_ptr<const Generation> generation;
   const config::ListenerConfig& config;  // lives in generation->config
   Router router;
+  // Where a TLS listener's connections take their context; null for cleartext (h2c).
+  std::shared_ptr<tls::ServerContextSlot> tls_slot;
 };
 
 using ListenerRoutesPtr = std::shared_ptr<const ListenerRoutes>;

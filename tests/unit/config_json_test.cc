@@ -64,8 +64,11 @@ config::Config FullConfig() {
   fleet.name = "fleet";
   fleet.address = Address("0.0.0.0:9092");
   fleet.proxy_protocol = config::ProxyProtocol::kV2;
-  fleet.tls = config::ListenerTlsConfig{"/etc/sepal/server.pem", "/etc/sepal/server.key",
-                                        "/etc/sepal/ca.pem"};
+  fleet.tls.emplace();
+  fleet.tls->certificate = "/etc/sepal/server.pem";
+  fleet.tls->private_key = "/etc/sepal/server.key";
+  fleet.tls->client_ca = "/etc/sepal/ca.pem";
+  fleet.tls->handshake_timeout = milliseconds(2500);
   config::RouteConfig open_route{"/flwr.proto.Fleet/Ping", "superlink-fleet", std::nullopt};
   config::AllowRules rules;
   rules.tags = {"tag:supernode"};
@@ -97,7 +100,9 @@ config::Config FullConfig() {
   config::UpstreamConfig exec_upstream;
   exec_upstream.name = "superlink-exec";
   exec_upstream.address = Address("127.0.0.2:9093");
-  exec_upstream.tls = config::UpstreamTlsConfig{"/etc/sepal/superlink-ca.pem", "superlink"};
+  exec_upstream.tls.emplace();
+  exec_upstream.tls->ca = "/etc/sepal/superlink-ca.pem";
+  exec_upstream.tls->server_name = "superlink";
   config.upstreams.push_back(exec_upstream);
   return config;
 }
@@ -177,8 +182,9 @@ TEST(ConfigJsonTest, Listeners) {
   EXPECT_EQ(Str(fleet.at("name")), "fleet");
   EXPECT_EQ(Str(fleet.at("address")), "0.0.0.0:9092");
   EXPECT_EQ(Str(fleet.at("proxy_protocol")), "v2");
-  EXPECT_EQ(fleet.at("tls"), json::parse(R"({"certificate":"/etc/sepal/server.pem",
-      "private_key":"/etc/sepal/server.key","client_ca":"/etc/sepal/ca.pem"})"));
+  EXPECT_EQ(fleet.at("tls"), json::parse(R"({"source":"files",
+      "certificate":"/etc/sepal/server.pem","private_key":"/etc/sepal/server.key",
+      "client_ca":"/etc/sepal/ca.pem","handshake_timeout":"2s500ms"})"));
   const json::array& routes = fleet.at("routes").as_array();
   ASSERT_EQ(routes.size(), 2u);
   EXPECT_EQ(routes[0], json::parse(R"({"match":"/flwr.proto.Fleet/Ping",
@@ -210,7 +216,8 @@ TEST(ConfigJsonTest, Upstreams) {
   EXPECT_EQ(upstreams[0], json::parse(R"({"name":"superlink-fleet",
       "address":"unix:/run/flower/fleet.sock","tls":null,"connect_timeout":"1s500ms"})"));
   EXPECT_EQ(upstreams[1], json::parse(R"({"name":"superlink-exec","address":"127.0.0.2:9093",
-      "tls":{"ca":"/etc/sepal/superlink-ca.pem","server_name":"superlink"},
+      "tls":{"ca":"/etc/sepal/superlink-ca.pem","server_name":"superlink",
+             "certificate":null,"private_key":null},
       "connect_timeout":"5s"})"));
 }
 
