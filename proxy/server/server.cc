@@ -21,13 +21,20 @@
 #include "proxy/listener/listener.h"
 #include "proxy/stats/proxy_metrics.h"
 #include "proxy/tls/context_store.h"
+#include "proxy/tls/tailscale_certificates.h"
 #include "proxy/tls/tls_context.h"
 #include "proxy/worker/worker.h"
 
 namespace sepal {
 
 Server::Server(config::ConfigSnapshot config)
-    : config_(std::move(config)), tls_contexts_(std::make_shared<tls::ServerContextStore>()) {}
+    : config_(std::move(config)),
+      tls_contexts_(std::make_shared<tls::ServerContextStore>()),
+      tailscale_certificates_(std::make_unique<tls::TailscaleCertificates>(
+          [this](const std::string& listener, std::string_view certificate_chain_pem,
+                 std::string_view private_key_pem) {
+            return ApplyFetchedCertificate(listener, certificate_chain_pem, private_key_pem);
+          })) {}
 
 Server::~Server() { Stop(); }
 
@@ -127,6 +134,7 @@ absl::Status Server::Start() {
   if (access_log_) LogInfo("access log to ", access_log_->description());
   for (auto& worker : workers_) worker->Start();
   started_ = true;
+  tailscale_certificates_->Configure(*config_);
   stats::GetFamilies().config_last_reload_success->WithLabels({}).Set(
       std::chrono::duration<double>(loaded_at_.time_since_epoch()).count());
   if (config_->admin.address) {
@@ -197,6 +205,7 @@ absl::Status Server::Reload(config::ConfigSnapshot next) {
   }
   identity_ = std::move(identity);
   access_log_ = *std::move(access_log);
+  tailscale_certificates_->Configure(*next);
   {
     std::lock_guard lock(mutex_);
     config_ = next;
@@ -291,6 +300,9 @@ admin::Readiness Server::CheckReadiness() const {
                             std::chrono::milliseconds(500));
     if (!why.empty()) problem("identity tailscale", socket + ": " + why);
   }
+  for (const auto& [listener, why] : tailscale_certificates_->Missing()) {
+    problem("tls " + listener, "no certificate: " + why);
+  }
   return readiness;
 }
 
@@ -322,6 +334,7 @@ bool Server::Drain(std::chrono::milliseconds timeout) {
 }
 
 void Server::Stop() {
+  tailscale_certificates_->Stop();
   if (admin_) admin_->Stop();
   for (auto& worker : workers_) worker->Stop();
   workers_.clear();

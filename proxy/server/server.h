@@ -25,6 +25,7 @@ class AccessLog;
 }  // namespace filters
 namespace tls {
 class ServerContextStore;
+class TailscaleCertificates;
 }  // namespace tls
 namespace admin {
 class AdminServer;
@@ -93,6 +94,8 @@ class Server {
   std::shared_ptr<identity::IdentityProvider> identity_;
   std::shared_ptr<filters::AccessLog> access_log_;
   std::shared_ptr<tls::ServerContextStore> tls_contexts_;
+  // Fetches and renews the pairs of `tls: {source: tailscale}` listeners.
+  std::unique_ptr<tls::TailscaleCertificates> tailscale_certificates_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<admin::AdminServer> admin_;
   bool started_ = false;
