@@ -51,6 +51,7 @@ struct RawHandshake {
 struct RawOptions {
   std::string alpn = "h2";  // "" = no ALPN extension at all
   int max_version = TLS1_3_VERSION;
+  std::string prefix;  // sent in cleartext before the ClientHello (a PROXY header)
 };
 
 RawHandshake RawTlsHandshake(uint16_t port, const RawOptions& options = {}) {
@@ -58,6 +59,13 @@ RawHandshake RawTlsHandshake(uint16_t port, const RawOptions& options = {}) {
   int fd = ConnectLoopback(port);
   if (fd < 0) {
     result.error = "connect failed";
+    return result;
+  }
+  if (!options.prefix.empty() &&
+      write(fd, options.prefix.data(), options.prefix.size()) !=
+          static_cast<ssize_t>(options.prefix.size())) {
+    result.error = "prefix not sent";
+    close(fd);
     return result;
   }
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
@@ -113,6 +121,7 @@ bool ReadsUntilClosed(int fd, std::string* received = nullptr) {
 
 struct TlsShape {
   bool client_ca = false;
+  std::string proxy_protocol = "none";
   std::string handshake_timeout = "10s";
   bool tailscale_source = false;
   std::string upstream_tls;  // the upstream's `tls:` value, "" = cleartext
@@ -152,6 +161,7 @@ class TlsTest : public ProxyTest {
     if (shape.client_ca) tls += "      client_ca: " + Path("ca.pem") + "\n";
     tls += "      handshake_timeout: " + shape.handshake_timeout + "\n";
     std::string yaml = DefaultConfigYaml(upstream_address);
+    tls += "    proxy_protocol: " + shape.proxy_protocol + "\n";
     yaml.replace(yaml.find("    routes:"), 0, tls);
     if (!shape.upstream_tls.empty()) yaml += "    tls: " + shape.upstream_tls + "\n";
     return yaml;
@@ -444,6 +454,83 @@ TEST_F(TlsTest, TailscaleSourcedListenerWaitsForAPairAndTakesItFromMemory) {
   // A reload keeps the fetched pair.
   ASSERT_TRUE(server_->Reload(server_->config()).ok());
   EXPECT_EQ(RawTlsHandshake(port_).serial, fetched.serial_hex);
+}
+
+TEST_F(TlsTest, ProxyHeaderComesBeforeTheHandshake) {
+  StartTls({.proxy_protocol = "v1"});
+  const std::string header = "PROXY TCP4 100.64.0.7 127.0.0.1 41000 9092\r\n";
+  RawHandshake raw = RawTlsHandshake(port_, {.prefix = header});
+  ASSERT_TRUE(raw.ok) << raw.error;
+  EXPECT_EQ(raw.serial, server_cert_.serial_hex);
+  // Without the header the ClientHello is a bad PROXY header, as on a cleartext listener.
+  EXPECT_FALSE(RawTlsHandshake(port_).ok);
+  // With the header but cleartext after it: refused as not TLS.
+  double before = MetricNow(HandshakeErrors("not_tls"));
+  int fd = ConnectLoopback(port_);
+  ASSERT_GE(fd, 0);
+  std::string bytes = header + "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+  ASSERT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+  EXPECT_TRUE(ReadsUntilClosed(fd));
+  close(fd);
+  EXPECT_TRUE(WaitForMetric(HandshakeErrors("not_tls"), before + 1));
+}
+
+TEST_F(TlsTest, ListenerAddedByAReloadGetsItsCertificate) {
+  StartTls();
+  config::Config next = *server_->config();
+  config::ListenerConfig extra = next.listeners[0];
+  extra.name = "extra";
+  CertifiedKey extra_cert = ca_.IssueLocalhost("extra");
+  ASSERT_TRUE(WriteTextFile(Path("extra.pem"), extra_cert.certificate_pem));
+  ASSERT_TRUE(WriteTextFile(Path("extra.key"), extra_cert.private_key_pem));
+  extra.tls->certificate = Path("extra.pem");
+  extra.tls->private_key = Path("extra.key");
+  next.listeners.push_back(extra);
+  ASSERT_TRUE(server_->Reload(std::make_shared<const config::Config>(next)).ok());
+  uint16_t extra_port = server_->BoundPort("extra");
+  ASSERT_NE(extra_port, 0);
+  RawHandshake raw = RawTlsHandshake(extra_port);
+  ASSERT_TRUE(raw.ok) << raw.error;
+  EXPECT_EQ(raw.serial, extra_cert.serial_hex);
+  EXPECT_EQ(RawTlsHandshake(port_).serial, server_cert_.serial_hex);
+
+  // A listener added with a bad pair fails the reload as a whole (nothing changes).
+  config::ListenerConfig broken = extra;
+  broken.name = "broken";
+  broken.tls->private_key = Path("server.key");  // not extra.pem's key
+  next.listeners.push_back(broken);
+  uint64_t generation = server_->generation();
+  absl::Status status = server_->Reload(std::make_shared<const config::Config>(next));
+  EXPECT_FALSE(status.ok());
+  EXPECT_NE(status.message().find("listener broken"), std::string::npos) << status.message();
+  EXPECT_EQ(server_->generation(), generation);
+  EXPECT_EQ(server_->BoundPort("broken"), 0);
+}
+
+TEST_F(TlsTest, CheckFlagValidatesTheCertificatePair) {
+  std::string yaml = Yaml({}, "127.0.0.1:1");
+  ASSERT_TRUE(WriteTextFile(Path("sepal.yaml"), yaml));
+  std::string command = std::string(SEPAL_BINARY) + " --config " + Path("sepal.yaml") +
+                        " --check 2>&1";
+  auto run = [&](std::string* output) {
+    FILE* pipe = popen(command.c_str(), "r");
+    char buffer[4096];
+    size_t n;
+    while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output->append(buffer, n);
+    int status = pclose(pipe);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  std::string output;
+  EXPECT_EQ(run(&output), 0) << output;
+  ASSERT_TRUE(WriteTextFile(Path("server.key"), ca_.IssueLocalhost().private_key_pem));
+  output.clear();
+  EXPECT_EQ(run(&output), 1) << output;
+  EXPECT_NE(output.find("does not match certificate"), std::string::npos) << output;
+  ASSERT_TRUE(WriteTextFile(Path("server.pem"), "garbage\n"));
+  output.clear();
+  EXPECT_EQ(run(&output), 1) << output;
+  EXPECT_NE(output.find(Path("server.pem")), std::string::npos) << output;
+  EXPECT_NE(output.find("no start line"), std::string::npos) << output;
 }
 
 // --- Upstream TLS: sepal → a stand-in SuperLink serving TLS.
