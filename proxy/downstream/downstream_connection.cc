@@ -93,20 +93,14 @@ void DownstreamConnection::SniffTls() {
     return;
   }
   auto self = std::static_pointer_cast<DownstreamConnection>(shared_from_this());
-  size_t old_size = tls_first_bytes_.size();
-  tls_first_bytes_.resize(old_size + 512);
-  socket().async_read_some(
-      boost::asio::buffer(tls_first_bytes_.data() + old_size, 512),
-      [self, old_size](boost::system::error_code ec, size_t n) {
-        if (self->closed()) return;
-        self->tls_first_bytes_.resize(old_size + n);
-        if (ec) {
-          // Connected and left without a byte (port probes): nothing to count.
-          self->Close("closed before the TLS handshake");
-          return;
-        }
-        self->SniffTls();
-      });
+  ReadMoreRaw(&DownstreamConnection::tls_first_bytes_, [self](boost::system::error_code ec) {
+    if (ec) {
+      // Connected and left without a byte (port probes): nothing to count.
+      self->Close("closed before the TLS handshake");
+      return;
+    }
+    self->SniffTls();
+  });
 }
 
 void DownstreamConnection::RefuseNonTls() {
@@ -171,6 +165,21 @@ void DownstreamConnection::FailTls(std::string_view reason, std::string_view det
   Close(StrCat("TLS handshake failed: ", detail));
 }
 
+template <typename Then>
+void DownstreamConnection::ReadMoreRaw(std::string DownstreamConnection::*buffer, Then then) {
+  auto self = std::static_pointer_cast<DownstreamConnection>(shared_from_this());
+  std::string& bytes = this->*buffer;
+  size_t old_size = bytes.size();
+  bytes.resize(old_size + 512);
+  socket().async_read_some(boost::asio::buffer(bytes.data() + old_size, 512),
+                           [self, buffer, old_size, then = std::move(then)](
+                               boost::system::error_code ec, size_t n) mutable {
+                             if (self->closed()) return;
+                             ((*self).*buffer).resize(old_size + n);
+                             then(ec);
+                           });
+}
+
 void DownstreamConnection::ReadProxyHeader() {
   auto self = std::static_pointer_cast<DownstreamConnection>(shared_from_this());
   if (!proxy_header_timer_) {
@@ -184,13 +193,8 @@ void DownstreamConnection::ReadProxyHeader() {
       self->Close("PROXY header timeout");
     });
   }
-  size_t old_size = proxy_header_buffer_.size();
-  proxy_header_buffer_.resize(old_size + 512);
-  socket().async_read_some(
-      boost::asio::buffer(proxy_header_buffer_.data() + old_size, 512),
-      [self, old_size](boost::system::error_code ec, size_t n) {
-        if (self->closed()) return;
-        self->proxy_header_buffer_.resize(old_size + n);
+  ReadMoreRaw(&DownstreamConnection::proxy_header_buffer_,
+      [self](boost::system::error_code ec) {
         if (ec) {
           self->Close("closed before the PROXY header");
           return;

@@ -49,6 +49,10 @@ class DownstreamConnection final : public Http2Connection {
   void WaitForIdentity(int32_t stream_id) { waiting_for_identity_.push_back(stream_id); }
 
  private:
+  // Appends up to 512 bytes read from the socket itself (before any TLS) to `*buffer`,
+  // then calls then(ec) unless the connection was closed meanwhile.
+  template <typename Then>
+  void ReadMoreRaw(std::string DownstreamConnection::*buffer, Then then);
   void ReadProxyHeader();
   // After the PROXY header (if any): TLS first on a TLS listener, else straight to HTTP/2.
   void StartTransport(std::string_view initial_bytes);

@@ -116,9 +116,9 @@ void Http2Connection::CloseAfterWrite(std::string reason) {
 void Http2Connection::WriteRawAndClose(std::string bytes, std::string reason) {
   auto payload = std::make_shared<std::string>(std::move(bytes));
   writing_ = true;
-  // Raw bytes go out on the socket itself: plaintext answers to clients that are not
-  // speaking the protocol the port expects (before any TLS).
-  asio::async_write(transport_.socket(), asio::buffer(*payload),
+  // Before a TLS handshake (a cleartext client on a TLS port) this is plaintext; after
+  // one, it is encrypted like everything else.
+  transport_.AsyncWrite(asio::buffer(*payload),
                     [self = shared_from_this(), payload, reason = std::move(reason)](
                         boost::system::error_code, size_t) { self->Close(reason); });
 }

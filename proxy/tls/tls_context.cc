@@ -41,6 +41,13 @@ std::string TakeOpenSslError() {
   return reason != nullptr ? std::string(reason) : std::string(text);
 }
 
+// OpenSSL refuses a key that does not belong to the loaded certificate with this error.
+bool IsKeyMismatch(const boost::system::error_code& ec) {
+  auto code = static_cast<unsigned long>(ec.value());
+  return ec.category() == boost::asio::error::get_ssl_category() &&
+         ERR_GET_LIB(code) == ERR_LIB_X509 && ERR_GET_REASON(code) == X509_R_KEY_VALUES_MISMATCH;
+}
+
 std::string Quoted(const std::string& text) { return StrCat("\"", text, "\""); }
 
 int HandshakeNotesIndex() {
@@ -166,6 +173,11 @@ absl::StatusOr<std::shared_ptr<const ServerContext>> MakeServerContext(
   }
   (*context)->use_private_key_file(config.private_key, ssl::context::pem, ec);
   if (ec) {
+    if (IsKeyMismatch(ec)) {
+      return absl::InvalidArgumentError(StrCat("private_key ", Quoted(config.private_key),
+                                               " does not match certificate ",
+                                               Quoted(config.certificate)));
+    }
     return absl::InvalidArgumentError(StrCat("private_key ", Quoted(config.private_key),
                                              ": cannot load: ", ec.message()));
   }
@@ -185,7 +197,12 @@ absl::StatusOr<std::shared_ptr<const ServerContext>> MakeServerContextFromPem(
   if (ec) return absl::InvalidArgumentError(StrCat("certificate (PEM): cannot load: ", ec.message()));
   (*context)->use_private_key(boost::asio::buffer(private_key_pem.data(), private_key_pem.size()),
                               ssl::context::pem, ec);
-  if (ec) return absl::InvalidArgumentError(StrCat("private key (PEM): cannot load: ", ec.message()));
+  if (ec) {
+    return absl::InvalidArgumentError(IsKeyMismatch(ec)
+                                          ? "the private key does not match the certificate"
+                                          : StrCat("private key (PEM): cannot load: ",
+                                                   ec.message()));
+  }
   return FinishServerContext(*std::move(context), config, "certificate and key (PEM)");
 }
 

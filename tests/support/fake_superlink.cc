@@ -429,10 +429,15 @@ std::unique_ptr<FakeSuperLink> FakeSuperLink::Start(Options options) {
   if (options.threads > 0) {
     builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::NUM_CQS, options.threads);
   }
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!options.tls_certificate_pem.empty()) {
+    grpc::SslServerCredentialsOptions tls;
+    tls.pem_key_cert_pairs.push_back({options.tls_private_key_pem, options.tls_certificate_pem});
+    credentials = grpc::SslServerCredentials(tls);
+  }
   std::vector<int> selected_ports(options.addresses.size(), 0);
   for (std::size_t i = 0; i < options.addresses.size(); ++i) {
-    builder.AddListeningPort(options.addresses[i], grpc::InsecureServerCredentials(),
-                             &selected_ports[i]);
+    builder.AddListeningPort(options.addresses[i], credentials, &selected_ports[i]);
   }
   for (const auto& service : link->services_) builder.RegisterService(service.get());
 

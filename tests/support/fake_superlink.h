@@ -39,6 +39,10 @@ class FakeSuperLink {
     int threads = 0;
     // Shutdown() cancels calls still running after this long.
     std::chrono::milliseconds shutdown_grace{200};
+    // Serve TLS (grpc::SslServerCredentials) with this PEM certificate chain and key; empty
+    // = cleartext h2c.
+    std::string tls_certificate_pem;
+    std::string tls_private_key_pem;
   };
 
   // Largest message either direction; Flower itself allows 512 MiB.

@@ -833,6 +833,136 @@ listeners:
             "sepal.yaml:4: listeners[0].tls.private_key: required");
 }
 
+TEST(ConfigTest, ListenerTlsDefaultsAndEveryKey) {
+  TempDir dir;
+  std::string cert = dir.Write("server.pem", "cert");
+  std::string key = dir.Write("server.key", "key");
+  absl::StatusOr<Config> config = Parse(absl::StrCat(R"(
+listeners:
+  - name: a
+    address: 127.0.0.1:1
+    tls: {certificate: )", cert, ", private_key: ", key, R"(}
+  - name: b
+    address: 127.0.0.1:2
+    tls:
+      source: files
+      certificate: )", cert, "\n      private_key: ", key, R"(
+      handshake_timeout: 2500ms
+)"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  const ListenerTlsConfig& a = *config->listeners[0].tls;
+  EXPECT_EQ(a.source, ListenerTlsConfig::Source::kFiles);
+  EXPECT_EQ(a.handshake_timeout, std::chrono::seconds(10));
+  EXPECT_TRUE(a.client_ca.empty());
+  EXPECT_EQ(config->listeners[1].tls->handshake_timeout, std::chrono::milliseconds(2500));
+  // Equal settings compare equal (a reload keeps what is unchanged).
+  EXPECT_EQ(a, ListenerTlsConfig(a));
+  EXPECT_NE(a, *config->listeners[1].tls);
+}
+
+TEST(ConfigTest, TailscaleSourcedTlsNeedsNoFiles) {
+  absl::StatusOr<Config> config = Parse(R"(
+listeners:
+  - name: a
+    address: 127.0.0.1:1
+    tls: {source: tailscale}
+)");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->listeners[0].tls->source, ListenerTlsConfig::Source::kTailscale);
+  EXPECT_TRUE(config->listeners[0].tls->certificate.empty());
+  EXPECT_THAT(Summarize(*config), HasSubstr("tls (certificate from tailscaled)"));
+}
+
+TEST(ConfigErrorTest, TailscaleSourcedTlsRejectsFiles) {
+  TempDir dir;
+  std::string cert = dir.Write("server.pem", "cert");
+  EXPECT_EQ(ErrorOf(absl::StrCat(R"(
+listeners:
+  - name: a
+    address: 127.0.0.1:1
+    tls:
+      source: tailscale
+      certificate: )",
+                                 cert, "\n")),
+            "sepal.yaml:6: listeners[0].tls.certificate: not used with source: tailscale "
+            "(tailscaled supplies the pair)");
+}
+
+TEST(ConfigErrorTest, ListenerTlsSourceAndTimeoutAreChecked) {
+  EXPECT_EQ(ErrorOf(R"(
+listeners:
+  - name: a
+    address: 127.0.0.1:1
+    tls: {source: acme}
+)"),
+            "sepal.yaml:4: listeners[0].tls.source: unknown value \"acme\" (expected one of "
+            "files, tailscale)");
+  EXPECT_EQ(ErrorOf(R"(
+listeners:
+  - name: a
+    address: 127.0.0.1:1
+    tls:
+      source: tailscale
+      handshake_timeout: 10
+)"),
+            "sepal.yaml:6: listeners[0].tls.handshake_timeout: duration \"10\" is missing a "
+            "unit (us, ms, s, m or h), e.g. 10s");
+}
+
+TEST(ConfigTest, UpstreamTlsClientCertificate) {
+  TempDir dir;
+  std::string cert = dir.Write("client.pem", "cert");
+  std::string key = dir.Write("client.key", "key");
+  absl::StatusOr<Config> config = Parse(absl::StrCat(R"(
+listeners: [{name: a, address: "127.0.0.1:1"}]
+upstreams:
+  - name: up
+    address: 127.0.0.1:1
+    tls: {certificate: )", cert, ", private_key: ", key, "}\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  const UpstreamTlsConfig& tls = *config->upstreams[0].tls;
+  EXPECT_TRUE(tls.ca.empty());  // the system trust store
+  EXPECT_EQ(tls.certificate, cert);
+  EXPECT_EQ(tls.private_key, key);
+  EXPECT_THAT(Summarize(*config), HasSubstr(" tls client-cert"));
+}
+
+TEST(ConfigErrorTest, UpstreamClientCertificateNeedsItsKey) {
+  TempDir dir;
+  std::string cert = dir.Write("client.pem", "cert");
+  EXPECT_EQ(ErrorOf(absl::StrCat(R"(
+listeners: [{name: a, address: "127.0.0.1:1"}]
+upstreams:
+  - name: up
+    address: 127.0.0.1:1
+    tls:
+      certificate: )",
+                                 cert, "\n")),
+            "sepal.yaml:6: upstreams[0].tls.private_key: required with a client certificate "
+            "(certificate and private_key go together)");
+}
+
+TEST(ConfigErrorTest, UnixUpstreamTlsNeedsServerName) {
+  EXPECT_EQ(ErrorOf(R"(
+listeners: [{name: a, address: "127.0.0.1:1"}]
+upstreams:
+  - name: up
+    address: unix:/run/flower.sock
+    tls: {}
+)"),
+            "sepal.yaml:5: upstreams[0].tls.server_name: required for TLS over a unix socket "
+            "(the name the SuperLink's certificate is checked against)");
+}
+
+TEST(ConfigTest, UpstreamTlsSettingsTakePartInEquality) {
+  UpstreamConfig a;
+  a.tls.emplace();
+  UpstreamConfig b = a;
+  EXPECT_EQ(a, b);
+  b.tls->certificate = "/x.pem";
+  EXPECT_NE(a, b);  // a reload gives this upstream a new pool
+}
+
 // --- ParseDuration ----------------------------------------------------------------------------
 
 TEST(ConfigParseDurationTest, Units) {
