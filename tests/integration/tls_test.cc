@@ -15,6 +15,7 @@
 #include "proxy/tls/tls_context.h"
 #include "tests/integration/loopback.h"
 #include "tests/integration/proxy_fixture.h"
+#include "tests/integration/sepal_process.h"
 #include "tests/support/test_certs.h"
 
 // Shapes are written with designated initializers naming only what differs from the default.
@@ -533,6 +534,59 @@ TEST_F(TlsTest, CheckFlagValidatesTheCertificatePair) {
   EXPECT_NE(output.find("no start line"), std::string::npos) << output;
 }
 
+TEST_F(TlsTest, IdentityAndAuthorizationStillUseThePeerAddress) {
+  std::string yaml = Yaml({}, backend_->address());
+  yaml.replace(yaml.find("listeners:"), 0, R"(identity:
+  provider: static
+  static:
+    - match: 127.0.0.0/8
+      node: loopback-supernode
+      user: tagged-devices
+      tags: [tag:supernode]
+)");
+  const std::string fleet_route = "upstream: superlink\n";
+  size_t at = yaml.find(fleet_route) + fleet_route.size();
+  yaml.replace(at, 0, "        allow: {tags: [tag:supernode]}\n");
+  at = yaml.find(fleet_route, at) + fleet_route.size();
+  yaml.replace(at, 0, "        allow: {tags: [tag:admin]}\n");
+  StartSepal(yaml);
+  auto channel = TlsChannel();
+  grpc::ClientContext context;
+  FleetRequest request;
+  FleetResponse response;
+  grpc::Status status = Fleet::NewStub(channel)->CreateNode(&context, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  std::vector<std::string> seen(response.seen_metadata().begin(), response.seen_metadata().end());
+  EXPECT_NE(std::find(seen.begin(), seen.end(), "tailscale-node-name=loopback-supernode"),
+            seen.end());
+  grpc::ClientContext control_context;
+  ControlRequest control_request;
+  ControlResponse control_response;
+  status = Control::NewStub(channel)->StartRun(&control_context, control_request,
+                                               &control_response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED) << status.error_message();
+}
+
+TEST_F(TlsTest, SighupOnTheRealBinaryRotatesTheCertificate) {
+  SepalProcess sepal;
+  std::string yaml = Yaml({}, backend_->address());
+  yaml.replace(yaml.find("127.0.0.1:0"), 11, "127.0.0.1:{PORT}");
+  ASSERT_TRUE(sepal.Start(yaml));
+  RawHandshake first = RawTlsHandshake(sepal.port());
+  ASSERT_TRUE(first.ok) << first.error;
+  EXPECT_EQ(first.serial, server_cert_.serial_hex);
+  CertifiedKey rotated = ca_.IssueLocalhost("rotated");
+  WritePair(rotated);
+  ASSERT_TRUE(sepal.Signal(SIGHUP));
+  std::string serial;
+  for (int i = 0; i < 100 && serial != rotated.serial_hex; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    serial = RawTlsHandshake(sepal.port()).serial;
+  }
+  EXPECT_EQ(serial, rotated.serial_hex);
+  EXPECT_EQ(sepal.Stop(), 0);
+}
+
 // --- Upstream TLS: sepal → a stand-in SuperLink serving TLS.
 
 class UpstreamTlsTest : public TlsTest {
@@ -612,6 +666,41 @@ TEST_F(UpstreamTlsTest, CleartextUpstreamConfiguredAsTlsFailsPromptly) {
   EXPECT_NE(status.error_message().find("TLS handshake failed"), std::string::npos)
       << status.error_message();
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(3));
+}
+
+TEST_F(UpstreamTlsTest, ClientCertificateForASuperLinkThatRequiresOne) {
+  FakeSuperLink::Options options;
+  options.addresses = {"127.0.0.1:0"};
+  options.tls_certificate_pem = upstream_cert_.certificate_pem;
+  options.tls_private_key_pem = upstream_cert_.private_key_pem;
+  options.tls_client_ca_pem = ca_.certificate_pem();
+  auto mtls_backend = FakeSuperLink::Start(options);
+  ASSERT_NE(mtls_backend, nullptr);
+  LeafOptions client_options;
+  client_options.common_name = "sepal";
+  client_options.client = true;
+  CertifiedKey client = ca_.Issue(client_options);
+  ASSERT_TRUE(WriteTextFile(Path("client.pem"), client.certificate_pem));
+  ASSERT_TRUE(WriteTextFile(Path("client.key"), client.private_key_pem));
+
+  std::string yaml = DefaultConfigYaml(mtls_backend->address());
+  yaml += "    tls: {ca: " + Path("ca.pem") + ", server_name: localhost, certificate: " +
+          Path("client.pem") + ", private_key: " + Path("client.key") + "}\n";
+  StartSepal(yaml);
+  grpc::Status status = Unary(NewChannel());
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(mtls_backend->CallCount("/sepal.test.Echo/Unary"), 1);
+  server_->Stop();
+  server_.reset();
+
+  // Without the client certificate the SuperLink refuses sepal: UNAVAILABLE.
+  std::string without = DefaultConfigYaml(mtls_backend->address());
+  without += "    tls: {ca: " + Path("ca.pem") + ", server_name: localhost}\n";
+  StartSepal(without);
+  status = Unary(NewChannel());
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  EXPECT_EQ(mtls_backend->CallCount("/sepal.test.Echo/Unary"), 1);
+  mtls_backend->Shutdown();
 }
 
 TEST_F(UpstreamTlsTest, TlsOnBothSides) {
