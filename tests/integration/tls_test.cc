@@ -523,6 +523,21 @@ TEST_F(TlsTest, CheckFlagValidatesTheCertificatePair) {
   };
   std::string output;
   EXPECT_EQ(run(&output), 0) << output;
+  EXPECT_NE(output.find("listener fleet certificate: /CN=localhost, serial " +
+                        server_cert_.serial_hex + ", expires "),
+            std::string::npos)
+      << output;
+  EXPECT_EQ(output.find("NOT VALID NOW"), std::string::npos) << output;
+
+  LeafOptions expired_options;
+  expired_options.common_name = "localhost";
+  expired_options.dns_names = {"localhost"};
+  expired_options.expired = true;
+  WritePair(ca_.Issue(expired_options));
+  output.clear();
+  EXPECT_EQ(run(&output), 0) << output;  // a warning: a rotation may be under way
+  EXPECT_NE(output.find("NOT VALID NOW"), std::string::npos) << output;
+
   ASSERT_TRUE(WriteTextFile(Path("server.key"), ca_.IssueLocalhost().private_key_pem));
   output.clear();
   EXPECT_EQ(run(&output), 1) << output;
