@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <functional>
 #include <thread>
 
 #include "proxy/metrics/metrics.h"
@@ -55,18 +56,25 @@ struct RawOptions {
   std::string prefix;  // sent in cleartext before the ClientHello (a PROXY header)
 };
 
+// Handshakes over `fd` (connected, owned by the caller); `after` may use the session.
+RawHandshake RawTlsHandshakeOn(int fd, const RawOptions& options,
+                               const std::function<void(SSL*)>& after = {});
+
 RawHandshake RawTlsHandshake(uint16_t port, const RawOptions& options = {}) {
-  RawHandshake result;
   int fd = ConnectLoopback(port);
-  if (fd < 0) {
-    result.error = "connect failed";
-    return result;
-  }
+  if (fd < 0) return RawHandshake{.error = "connect failed"};
+  RawHandshake result = RawTlsHandshakeOn(fd, options);
+  close(fd);
+  return result;
+}
+
+RawHandshake RawTlsHandshakeOn(int fd, const RawOptions& options,
+                               const std::function<void(SSL*)>& after) {
+  RawHandshake result;
   if (!options.prefix.empty() &&
       write(fd, options.prefix.data(), options.prefix.size()) !=
           static_cast<ssize_t>(options.prefix.size())) {
     result.error = "prefix not sent";
-    close(fd);
     return result;
   }
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
@@ -99,13 +107,13 @@ RawHandshake RawTlsHandshake(uint16_t port, const RawOptions& options = {}) {
     unsigned length = 0;
     SSL_get0_alpn_selected(ssl, &protocol, &length);
     result.alpn.assign(reinterpret_cast<const char*>(protocol), length);
+    if (after) after(ssl);
   } else {
     const char* reason = ERR_reason_error_string(ERR_peek_last_error());
     result.error = reason != nullptr ? reason : "handshake failed";
   }
   SSL_free(ssl);
   SSL_CTX_free(ctx);
-  close(fd);
   return result;
 }
 
@@ -474,6 +482,40 @@ TEST_F(TlsTest, ProxyHeaderComesBeforeTheHandshake) {
   EXPECT_TRUE(ReadsUntilClosed(fd));
   close(fd);
   EXPECT_TRUE(WaitForMetric(HandshakeErrors("not_tls"), before + 1));
+}
+
+TEST_F(TlsTest, ConnectionStillHandshakingWhenADrainBeginsGetsAGoaway) {
+  StartTls();
+  int fd = ConnectLoopback(port_);  // accepted before the drain, handshake after it began
+  ASSERT_GE(fd, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::atomic<bool> drained{false};
+  std::thread drain([&] { drained = server_->Drain(std::chrono::seconds(5)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::vector<int> frame_types;
+  RawHandshake raw = RawTlsHandshakeOn(fd, {}, [&](SSL* ssl) {
+    const std::string preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    const char settings[9] = {0, 0, 0, 4, 0, 0, 0, 0, 0};  // empty SETTINGS
+    SSL_write(ssl, preface.data(), static_cast<int>(preface.size()));
+    SSL_write(ssl, settings, sizeof(settings));
+    std::string bytes;
+    char buffer[4096];
+    int n;
+    while ((n = SSL_read(ssl, buffer, sizeof(buffer))) > 0) bytes.append(buffer, n);
+    for (size_t at = 0; at + 9 <= bytes.size();) {
+      size_t length = (static_cast<uint8_t>(bytes[at]) << 16) |
+                      (static_cast<uint8_t>(bytes[at + 1]) << 8) |
+                      static_cast<uint8_t>(bytes[at + 2]);
+      frame_types.push_back(static_cast<uint8_t>(bytes[at + 3]));
+      at += 9 + length;
+    }
+  });
+  close(fd);
+  drain.join();
+  ASSERT_TRUE(raw.ok) << raw.error;
+  EXPECT_NE(std::find(frame_types.begin(), frame_types.end(), 0x7), frame_types.end())
+      << "no GOAWAY among " << frame_types.size() << " frames";
+  EXPECT_TRUE(drained);
 }
 
 TEST_F(TlsTest, ListenerAddedByAReloadGetsItsCertificate) {
