@@ -760,6 +760,30 @@ TEST_F(UpstreamTlsTest, ClientCertificateForASuperLinkThatRequiresOne) {
   mtls_backend->Shutdown();
 }
 
+TEST_F(UpstreamTlsTest, SilentServerIsBoundedByTheConnectTimeout) {
+  // A socket that accepts TCP (the kernel's backlog) but never answers the ClientHello.
+  int silent = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(silent, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(silent, 16), 0);
+  socklen_t length = sizeof(addr);
+  getsockname(silent, reinterpret_cast<sockaddr*>(&addr), &length);
+  std::string yaml = DefaultConfigYaml("127.0.0.1:" + std::to_string(ntohs(addr.sin_port)));
+  yaml += "    tls: {ca: " + Path("ca.pem") + ", server_name: localhost}\n";
+  StartSepal(yaml);  // connect_timeout: 2s
+  auto started = std::chrono::steady_clock::now();
+  grpc::Status status = Unary(NewChannel());
+  auto waited = std::chrono::steady_clock::now() - started;
+  close(silent);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  EXPECT_NE(status.error_message().find("timed out"), std::string::npos)
+      << status.error_message();
+  EXPECT_GE(waited, std::chrono::milliseconds(1800));
+  EXPECT_LT(waited, std::chrono::milliseconds(4500));
+}
+
 TEST_F(UpstreamTlsTest, TlsOnBothSides) {
   std::string yaml = Yaml({}, tls_backend_->address());
   yaml += "    tls: {ca: " + Path("ca.pem") + ", server_name: localhost}\n";
