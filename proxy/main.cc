@@ -127,11 +127,14 @@ int main(int argc, char** argv) {
       return 1;
     }
     // Certificates and keys as the server will load them: PEM, readable, matching pairs.
-    if (absl::Status status = sepal::tls::ValidateTlsFiles(*loaded); !status.ok()) {
+    std::string certificates;
+    if (absl::Status status = sepal::tls::ValidateTlsFiles(*loaded, &certificates);
+        !status.ok()) {
       std::fprintf(stderr, "%s: %s\n", config_path.c_str(), std::string(status.message()).c_str());
       return 1;
     }
-    std::printf("%s: OK\n%s", config_path.c_str(), sepal::config::Summarize(*loaded).c_str());
+    std::printf("%s: OK\n%s%s", config_path.c_str(), sepal::config::Summarize(*loaded).c_str(),
+                certificates.c_str());
     return 0;
   }
   return Run(config_path);

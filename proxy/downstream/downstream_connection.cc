@@ -156,6 +156,9 @@ void DownstreamConnection::OnHandshake(const boost::system::error_code& ec) {
   LogDebug("listener ", listener_.name(), ": ", peer_, ": TLS ", SSL_get_version(ssl), " ",
            SSL_get_cipher_name(ssl));
   StartHttp2({});
+  // Accepted before a drain (or the listener's retirement) but only now speaking HTTP/2:
+  // it missed the GOAWAY the others got, so it gets its own (no streams to wait for).
+  if (!closed() && (worker_.draining() || listener_.retired())) BeginShutdown(true);
 }
 
 void DownstreamConnection::FailTls(std::string_view reason, std::string_view detail) {

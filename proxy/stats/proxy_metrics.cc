@@ -42,8 +42,8 @@ const Families& GetFamilies() {
         {"listener", "reason"});
     f.tls_certificate_reloads = &r.AddCounter(
         "sepal_tls_certificate_reloads_total",
-        "Listener certificate replacements (reload or tailscaled), by result; a failure keeps "
-        "the previous certificate.",
+        "Listener certificate loads after start (every reload, or a pair from tailscaled), by "
+        "result; a failure keeps the previous certificate.",
         {"listener", "result"});
     f.authz_decisions = &r.AddCounter("sepal_authz_decisions_total",
                                       "Authorization decisions, by outcome and reason.",

@@ -13,6 +13,18 @@ namespace sepal::tls {
 
 using Source = config::ListenerTlsConfig::Source;
 
+namespace {
+
+// Served anyway (the operator may be mid-rotation), but clients will refuse it.
+void WarnIfExpired(const std::string& listener, const ServerContext& context) {
+  if (context.expired) {
+    LogWarning("listener ", listener, ": the TLS certificate is outside its validity period; "
+               "clients will refuse it: ", context.certificate_subject);
+  }
+}
+
+}  // namespace
+
 void ServerContextStore::CountReload(const std::string& listener, bool success) {
   stats::GetFamilies()
       .tls_certificate_reloads->WithLabels({listener, success ? "success" : "failure"})
@@ -86,6 +98,7 @@ absl::Status ServerContextStore::Reload(const config::Config& config) {
     if (built.context) {
       LogInfo("listener ", built.listener, ": TLS certificate ", built.context->certificate_subject,
               replaced ? " (reloaded)" : "");
+      WarnIfExpired(built.listener, *built.context);
       if (replaced) CountReload(built.listener, true);
     } else {
       LogInfo("listener ", built.listener,
@@ -127,6 +140,7 @@ absl::Status ServerContextStore::UpdatePair(const std::string& listener,
   }
   LogInfo("listener ", listener, ": TLS certificate ", (*context)->certificate_subject,
           " (updated)");
+  WarnIfExpired(listener, **context);
   CountReload(listener, true);
   slot.fetched_pem.emplace(std::string(certificate_chain_pem), std::string(private_key_pem));
   slot.current_.store(*std::move(context), std::memory_order_release);

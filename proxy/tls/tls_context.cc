@@ -11,6 +11,7 @@
 #include <cstring>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "proxy/common/strings.h"
 
 namespace sepal::tls {
@@ -118,7 +119,22 @@ std::string LeafDescription(SSL_CTX* ctx) {
     }
     BN_free(bn);
   }
-  return StrCat(subject, ", serial ", serial);
+  std::string expires = "?";
+  if (BIO* bio = BIO_new(BIO_s_mem())) {
+    if (ASN1_TIME_print(bio, X509_get0_notAfter(leaf)) == 1) {
+      char* data = nullptr;
+      long length = BIO_get_mem_data(bio, &data);
+      expires.assign(data, static_cast<size_t>(length));
+    }
+    BIO_free(bio);
+  }
+  return StrCat(subject, ", serial ", serial, ", expires ", expires);
+}
+
+bool LeafExpired(SSL_CTX* ctx) {
+  X509* leaf = SSL_CTX_get0_certificate(ctx);
+  return leaf != nullptr && (X509_cmp_current_time(X509_get0_notAfter(leaf)) < 0 ||
+                             X509_cmp_current_time(X509_get0_notBefore(leaf)) > 0);
 }
 
 // Client-certificate policy and ALPN for a listener context whose pair is loaded.
@@ -150,6 +166,7 @@ absl::StatusOr<std::shared_ptr<const ServerContext>> FinishServerContext(
   auto result = std::make_shared<ServerContext>();
   result->context = std::move(context);
   result->certificate_subject = LeafDescription(ctx);
+  result->expired = LeafExpired(ctx);
   return std::shared_ptr<const ServerContext>(std::move(result));
 }
 
@@ -320,7 +337,7 @@ bool NegotiatedH2(const SSL* ssl) {
   return length == 2 && std::memcmp(protocol, "h2", 2) == 0;
 }
 
-absl::Status ValidateTlsFiles(const config::Config& config) {
+absl::Status ValidateTlsFiles(const config::Config& config, std::string* summary) {
   for (const config::ListenerConfig& listener : config.listeners) {
     if (!listener.tls || listener.tls->source != config::ListenerTlsConfig::Source::kFiles) {
       continue;
@@ -329,6 +346,12 @@ absl::Status ValidateTlsFiles(const config::Config& config) {
     if (!context.ok()) {
       return absl::InvalidArgumentError(
           StrCat("listener ", listener.name, ": tls: ", context.status().message()));
+    }
+    if (summary != nullptr) {
+      absl::StrAppend(summary, "listener ", listener.name, " certificate: ",
+                      (*context)->certificate_subject,
+                      (*context)->expired ? " (NOT VALID NOW: expired or not yet valid)" : "",
+                      "\n");
     }
   }
   return ValidateUpstreamTls(config);

@@ -23,7 +23,9 @@ namespace sepal::tls {
 // while connections already up keep theirs.
 struct ServerContext {
   std::shared_ptr<boost::asio::ssl::context> context;
-  std::string certificate_subject;  // of the leaf, for logs: "CN=..., serial 0A1B..."
+  // Of the leaf, for logs: "/CN=node.example.ts.net, serial 0A1B..., expires Dec  5 ...".
+  std::string certificate_subject;
+  bool expired = false;  // outside its validity period now (clients will refuse it)
 };
 
 // From the listener's PEM files. Errors name the file and OpenSSL's reason (unreadable,
@@ -77,7 +79,8 @@ bool NegotiatedH2(const SSL* ssl);
 
 // Checks every TLS file of a config the way the server will load it (`sepal --check`,
 // Server::Start): certificate/key pairs, client CAs, upstream CAs and client certificates.
-absl::Status ValidateTlsFiles(const config::Config& config);
+// `summary`, if given, gets one line per TLS listener describing its certificate.
+absl::Status ValidateTlsFiles(const config::Config& config, std::string* summary = nullptr);
 // The upstream half of that (CA files, client certificates).
 absl::Status ValidateUpstreamTls(const config::Config& config);
 

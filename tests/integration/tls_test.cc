@@ -9,12 +9,14 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <functional>
 #include <thread>
 
 #include "proxy/metrics/metrics.h"
 #include "proxy/tls/tls_context.h"
 #include "tests/integration/loopback.h"
 #include "tests/integration/proxy_fixture.h"
+#include "tests/integration/sepal_process.h"
 #include "tests/support/test_certs.h"
 
 // Shapes are written with designated initializers naming only what differs from the default.
@@ -54,18 +56,25 @@ struct RawOptions {
   std::string prefix;  // sent in cleartext before the ClientHello (a PROXY header)
 };
 
+// Handshakes over `fd` (connected, owned by the caller); `after` may use the session.
+RawHandshake RawTlsHandshakeOn(int fd, const RawOptions& options,
+                               const std::function<void(SSL*)>& after = {});
+
 RawHandshake RawTlsHandshake(uint16_t port, const RawOptions& options = {}) {
-  RawHandshake result;
   int fd = ConnectLoopback(port);
-  if (fd < 0) {
-    result.error = "connect failed";
-    return result;
-  }
+  if (fd < 0) return RawHandshake{.error = "connect failed"};
+  RawHandshake result = RawTlsHandshakeOn(fd, options);
+  close(fd);
+  return result;
+}
+
+RawHandshake RawTlsHandshakeOn(int fd, const RawOptions& options,
+                               const std::function<void(SSL*)>& after) {
+  RawHandshake result;
   if (!options.prefix.empty() &&
       write(fd, options.prefix.data(), options.prefix.size()) !=
           static_cast<ssize_t>(options.prefix.size())) {
     result.error = "prefix not sent";
-    close(fd);
     return result;
   }
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
@@ -98,13 +107,13 @@ RawHandshake RawTlsHandshake(uint16_t port, const RawOptions& options = {}) {
     unsigned length = 0;
     SSL_get0_alpn_selected(ssl, &protocol, &length);
     result.alpn.assign(reinterpret_cast<const char*>(protocol), length);
+    if (after) after(ssl);
   } else {
     const char* reason = ERR_reason_error_string(ERR_peek_last_error());
     result.error = reason != nullptr ? reason : "handshake failed";
   }
   SSL_free(ssl);
   SSL_CTX_free(ctx);
-  close(fd);
   return result;
 }
 
@@ -475,6 +484,40 @@ TEST_F(TlsTest, ProxyHeaderComesBeforeTheHandshake) {
   EXPECT_TRUE(WaitForMetric(HandshakeErrors("not_tls"), before + 1));
 }
 
+TEST_F(TlsTest, ConnectionStillHandshakingWhenADrainBeginsGetsAGoaway) {
+  StartTls();
+  int fd = ConnectLoopback(port_);  // accepted before the drain, handshake after it began
+  ASSERT_GE(fd, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::atomic<bool> drained{false};
+  std::thread drain([&] { drained = server_->Drain(std::chrono::seconds(5)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::vector<int> frame_types;
+  RawHandshake raw = RawTlsHandshakeOn(fd, {}, [&](SSL* ssl) {
+    const std::string preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    const char settings[9] = {0, 0, 0, 4, 0, 0, 0, 0, 0};  // empty SETTINGS
+    SSL_write(ssl, preface.data(), static_cast<int>(preface.size()));
+    SSL_write(ssl, settings, sizeof(settings));
+    std::string bytes;
+    char buffer[4096];
+    int n;
+    while ((n = SSL_read(ssl, buffer, sizeof(buffer))) > 0) bytes.append(buffer, n);
+    for (size_t at = 0; at + 9 <= bytes.size();) {
+      size_t length = (static_cast<uint8_t>(bytes[at]) << 16) |
+                      (static_cast<uint8_t>(bytes[at + 1]) << 8) |
+                      static_cast<uint8_t>(bytes[at + 2]);
+      frame_types.push_back(static_cast<uint8_t>(bytes[at + 3]));
+      at += 9 + length;
+    }
+  });
+  close(fd);
+  drain.join();
+  ASSERT_TRUE(raw.ok) << raw.error;
+  EXPECT_NE(std::find(frame_types.begin(), frame_types.end(), 0x7), frame_types.end())
+      << "no GOAWAY among " << frame_types.size() << " frames";
+  EXPECT_TRUE(drained);
+}
+
 TEST_F(TlsTest, ListenerAddedByAReloadGetsItsCertificate) {
   StartTls();
   config::Config next = *server_->config();
@@ -522,6 +565,21 @@ TEST_F(TlsTest, CheckFlagValidatesTheCertificatePair) {
   };
   std::string output;
   EXPECT_EQ(run(&output), 0) << output;
+  EXPECT_NE(output.find("listener fleet certificate: /CN=localhost, serial " +
+                        server_cert_.serial_hex + ", expires "),
+            std::string::npos)
+      << output;
+  EXPECT_EQ(output.find("NOT VALID NOW"), std::string::npos) << output;
+
+  LeafOptions expired_options;
+  expired_options.common_name = "localhost";
+  expired_options.dns_names = {"localhost"};
+  expired_options.expired = true;
+  WritePair(ca_.Issue(expired_options));
+  output.clear();
+  EXPECT_EQ(run(&output), 0) << output;  // a warning: a rotation may be under way
+  EXPECT_NE(output.find("NOT VALID NOW"), std::string::npos) << output;
+
   ASSERT_TRUE(WriteTextFile(Path("server.key"), ca_.IssueLocalhost().private_key_pem));
   output.clear();
   EXPECT_EQ(run(&output), 1) << output;
@@ -531,6 +589,59 @@ TEST_F(TlsTest, CheckFlagValidatesTheCertificatePair) {
   EXPECT_EQ(run(&output), 1) << output;
   EXPECT_NE(output.find(Path("server.pem")), std::string::npos) << output;
   EXPECT_NE(output.find("no start line"), std::string::npos) << output;
+}
+
+TEST_F(TlsTest, IdentityAndAuthorizationStillUseThePeerAddress) {
+  std::string yaml = Yaml({}, backend_->address());
+  yaml.replace(yaml.find("listeners:"), 0, R"(identity:
+  provider: static
+  static:
+    - match: 127.0.0.0/8
+      node: loopback-supernode
+      user: tagged-devices
+      tags: [tag:supernode]
+)");
+  const std::string fleet_route = "upstream: superlink\n";
+  size_t at = yaml.find(fleet_route) + fleet_route.size();
+  yaml.replace(at, 0, "        allow: {tags: [tag:supernode]}\n");
+  at = yaml.find(fleet_route, at) + fleet_route.size();
+  yaml.replace(at, 0, "        allow: {tags: [tag:admin]}\n");
+  StartSepal(yaml);
+  auto channel = TlsChannel();
+  grpc::ClientContext context;
+  FleetRequest request;
+  FleetResponse response;
+  grpc::Status status = Fleet::NewStub(channel)->CreateNode(&context, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  std::vector<std::string> seen(response.seen_metadata().begin(), response.seen_metadata().end());
+  EXPECT_NE(std::find(seen.begin(), seen.end(), "tailscale-node-name=loopback-supernode"),
+            seen.end());
+  grpc::ClientContext control_context;
+  ControlRequest control_request;
+  ControlResponse control_response;
+  status = Control::NewStub(channel)->StartRun(&control_context, control_request,
+                                               &control_response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED) << status.error_message();
+}
+
+TEST_F(TlsTest, SighupOnTheRealBinaryRotatesTheCertificate) {
+  SepalProcess sepal;
+  std::string yaml = Yaml({}, backend_->address());
+  yaml.replace(yaml.find("127.0.0.1:0"), 11, "127.0.0.1:{PORT}");
+  ASSERT_TRUE(sepal.Start(yaml));
+  RawHandshake first = RawTlsHandshake(sepal.port());
+  ASSERT_TRUE(first.ok) << first.error;
+  EXPECT_EQ(first.serial, server_cert_.serial_hex);
+  CertifiedKey rotated = ca_.IssueLocalhost("rotated");
+  WritePair(rotated);
+  ASSERT_TRUE(sepal.Signal(SIGHUP));
+  std::string serial;
+  for (int i = 0; i < 100 && serial != rotated.serial_hex; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    serial = RawTlsHandshake(sepal.port()).serial;
+  }
+  EXPECT_EQ(serial, rotated.serial_hex);
+  EXPECT_EQ(sepal.Stop(), 0);
 }
 
 // --- Upstream TLS: sepal → a stand-in SuperLink serving TLS.
@@ -612,6 +723,65 @@ TEST_F(UpstreamTlsTest, CleartextUpstreamConfiguredAsTlsFailsPromptly) {
   EXPECT_NE(status.error_message().find("TLS handshake failed"), std::string::npos)
       << status.error_message();
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(3));
+}
+
+TEST_F(UpstreamTlsTest, ClientCertificateForASuperLinkThatRequiresOne) {
+  FakeSuperLink::Options options;
+  options.addresses = {"127.0.0.1:0"};
+  options.tls_certificate_pem = upstream_cert_.certificate_pem;
+  options.tls_private_key_pem = upstream_cert_.private_key_pem;
+  options.tls_client_ca_pem = ca_.certificate_pem();
+  auto mtls_backend = FakeSuperLink::Start(options);
+  ASSERT_NE(mtls_backend, nullptr);
+  LeafOptions client_options;
+  client_options.common_name = "sepal";
+  client_options.client = true;
+  CertifiedKey client = ca_.Issue(client_options);
+  ASSERT_TRUE(WriteTextFile(Path("client.pem"), client.certificate_pem));
+  ASSERT_TRUE(WriteTextFile(Path("client.key"), client.private_key_pem));
+
+  std::string yaml = DefaultConfigYaml(mtls_backend->address());
+  yaml += "    tls: {ca: " + Path("ca.pem") + ", server_name: localhost, certificate: " +
+          Path("client.pem") + ", private_key: " + Path("client.key") + "}\n";
+  StartSepal(yaml);
+  grpc::Status status = Unary(NewChannel());
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(mtls_backend->CallCount("/sepal.test.Echo/Unary"), 1);
+  server_->Stop();
+  server_.reset();
+
+  // Without the client certificate the SuperLink refuses sepal: UNAVAILABLE.
+  std::string without = DefaultConfigYaml(mtls_backend->address());
+  without += "    tls: {ca: " + Path("ca.pem") + ", server_name: localhost}\n";
+  StartSepal(without);
+  status = Unary(NewChannel());
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  EXPECT_EQ(mtls_backend->CallCount("/sepal.test.Echo/Unary"), 1);
+  mtls_backend->Shutdown();
+}
+
+TEST_F(UpstreamTlsTest, SilentServerIsBoundedByTheConnectTimeout) {
+  // A socket that accepts TCP (the kernel's backlog) but never answers the ClientHello.
+  int silent = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(silent, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(silent, 16), 0);
+  socklen_t length = sizeof(addr);
+  getsockname(silent, reinterpret_cast<sockaddr*>(&addr), &length);
+  std::string yaml = DefaultConfigYaml("127.0.0.1:" + std::to_string(ntohs(addr.sin_port)));
+  yaml += "    tls: {ca: " + Path("ca.pem") + ", server_name: localhost}\n";
+  StartSepal(yaml);  // connect_timeout: 2s
+  auto started = std::chrono::steady_clock::now();
+  grpc::Status status = Unary(NewChannel());
+  auto waited = std::chrono::steady_clock::now() - started;
+  close(silent);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  EXPECT_NE(status.error_message().find("timed out"), std::string::npos)
+      << status.error_message();
+  EXPECT_GE(waited, std::chrono::milliseconds(1800));
+  EXPECT_LT(waited, std::chrono::milliseconds(4500));
 }
 
 TEST_F(UpstreamTlsTest, TlsOnBothSides) {

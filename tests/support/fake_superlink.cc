@@ -433,6 +433,10 @@ std::unique_ptr<FakeSuperLink> FakeSuperLink::Start(Options options) {
   if (!options.tls_certificate_pem.empty()) {
     grpc::SslServerCredentialsOptions tls;
     tls.pem_key_cert_pairs.push_back({options.tls_private_key_pem, options.tls_certificate_pem});
+    if (!options.tls_client_ca_pem.empty()) {
+      tls.pem_root_certs = options.tls_client_ca_pem;
+      tls.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    }
     credentials = grpc::SslServerCredentials(tls);
   }
   std::vector<int> selected_ports(options.addresses.size(), 0);

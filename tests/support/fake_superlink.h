@@ -43,6 +43,8 @@ class FakeSuperLink {
     // = cleartext h2c.
     std::string tls_certificate_pem;
     std::string tls_private_key_pem;
+    // With TLS: require client certificates signed by this PEM CA (empty = none asked).
+    std::string tls_client_ca_pem;
   };
 
   // Largest message either direction; Flower itself allows 512 MiB.
