@@ -226,15 +226,10 @@ TEST_F(ReloadTest, ARejectedReloadChangesNothing) {
   Start({});
   double failures = MetricNow("sepal_config_reloads_total{result=\"failure\"}");
   // A port held by a socket without SO_REUSEPORT cannot be bound: the whole reload fails.
-  int blocker = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(blocker, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ASSERT_EQ(listen(blocker, 1), 0);
-  socklen_t len = sizeof(addr);
-  getsockname(blocker, reinterpret_cast<sockaddr*>(&addr), &len);
-  std::string taken = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  uint16_t blocked_port = 0;
+  int blocker = ListenLoopback(&blocked_port);
+  ASSERT_GE(blocker, 0);
+  std::string taken = "127.0.0.1:" + std::to_string(blocked_port);
   absl::Status status = Reload({.control_for_supernodes = false, .extra_listener = true,
                                 .extra_address = taken});
   close(blocker);

@@ -762,15 +762,10 @@ TEST_F(UpstreamTlsTest, ClientCertificateForASuperLinkThatRequiresOne) {
 
 TEST_F(UpstreamTlsTest, SilentServerIsBoundedByTheConnectTimeout) {
   // A socket that accepts TCP (the kernel's backlog) but never answers the ClientHello.
-  int silent = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(silent, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ASSERT_EQ(listen(silent, 16), 0);
-  socklen_t length = sizeof(addr);
-  getsockname(silent, reinterpret_cast<sockaddr*>(&addr), &length);
-  std::string yaml = DefaultConfigYaml("127.0.0.1:" + std::to_string(ntohs(addr.sin_port)));
+  uint16_t silent_port = 0;
+  int silent = ListenLoopback(&silent_port);
+  ASSERT_GE(silent, 0);
+  std::string yaml = DefaultConfigYaml("127.0.0.1:" + std::to_string(silent_port));
   yaml += "    tls: {ca: " + Path("ca.pem") + ", server_name: localhost}\n";
   StartSepal(yaml);  // connect_timeout: 2s
   auto started = std::chrono::steady_clock::now();
