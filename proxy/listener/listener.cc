@@ -72,14 +72,17 @@ void Listener::ConnectionClosed() {
 }
 
 void Listener::DoAccept() {
-  acceptor_.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
-    if (stopped_) return;
+  // A retired listener may be destroyed before its cancelled accept (or backoff timer)
+  // completes: the handlers check the liveness token before touching `this`.
+  std::weak_ptr<const bool> alive = alive_;
+  acceptor_.async_accept([this, alive](boost::system::error_code ec, tcp::socket socket) {
+    if (alive.expired() || stopped_) return;
     if (ec) {
       // EMFILE and friends: log, back off a little, keep listening.
       LogWarning("listener ", name_, ": accept failed: ", ec.message());
       auto timer = std::make_shared<asio::steady_timer>(worker_.io(), std::chrono::milliseconds(50));
-      timer->async_wait([this, timer](boost::system::error_code) {
-        if (!stopped_) DoAccept();
+      timer->async_wait([this, alive, timer](boost::system::error_code) {
+        if (!alive.expired() && !stopped_) DoAccept();
       });
       return;
     }

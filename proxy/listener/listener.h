@@ -3,6 +3,7 @@
 #pragma once
 
 #include <boost/asio/ip/tcp.hpp>
+#include <memory>
 #include <string>
 
 #include "proxy/config/config.h"
@@ -57,6 +58,8 @@ class Listener {
   uint16_t port_ = 0;
   bool stopped_ = false;
   bool retired_ = false;
+  // Expires with this listener; pending accept and timer handlers hold it weakly.
+  std::shared_ptr<const bool> alive_ = std::make_shared<const bool>(true);
   size_t open_connections_ = 0;
 };
 
