@@ -128,6 +128,21 @@ bool ReadsUntilClosed(int fd, std::string* received = nullptr) {
   }
 }
 
+// A client connection preface followed by an empty SETTINGS frame.
+constexpr char kH2Hello[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+// The types of the HTTP/2 frames in `bytes` (a server's side of a connection).
+std::vector<int> FrameTypes(const std::string& bytes) {
+  std::vector<int> types;
+  for (size_t at = 0; at + 9 <= bytes.size();) {
+    size_t length = (static_cast<uint8_t>(bytes[at]) << 16) |
+                    (static_cast<uint8_t>(bytes[at + 1]) << 8) | static_cast<uint8_t>(bytes[at + 2]);
+    types.push_back(static_cast<uint8_t>(bytes[at + 3]));
+    at += 9 + length;
+  }
+  return types;
+}
+
 struct TlsShape {
   bool client_ca = false;
   std::string proxy_protocol = "none";
@@ -494,27 +509,41 @@ TEST_F(TlsTest, ConnectionStillHandshakingWhenADrainBeginsGetsAGoaway) {
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   std::vector<int> frame_types;
   RawHandshake raw = RawTlsHandshakeOn(fd, {}, [&](SSL* ssl) {
-    const std::string preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    const char settings[9] = {0, 0, 0, 4, 0, 0, 0, 0, 0};  // empty SETTINGS
-    SSL_write(ssl, preface.data(), static_cast<int>(preface.size()));
-    SSL_write(ssl, settings, sizeof(settings));
+    std::string hello = std::string(kH2Hello, sizeof(kH2Hello) - 1);
+    SSL_write(ssl, hello.data(), static_cast<int>(hello.size()));
     std::string bytes;
     char buffer[4096];
     int n;
     while ((n = SSL_read(ssl, buffer, sizeof(buffer))) > 0) bytes.append(buffer, n);
-    for (size_t at = 0; at + 9 <= bytes.size();) {
-      size_t length = (static_cast<uint8_t>(bytes[at]) << 16) |
-                      (static_cast<uint8_t>(bytes[at + 1]) << 8) |
-                      static_cast<uint8_t>(bytes[at + 2]);
-      frame_types.push_back(static_cast<uint8_t>(bytes[at + 3]));
-      at += 9 + length;
-    }
+    frame_types = FrameTypes(bytes);
   });
   close(fd);
   drain.join();
   ASSERT_TRUE(raw.ok) << raw.error;
   EXPECT_NE(std::find(frame_types.begin(), frame_types.end(), 0x7), frame_types.end())
       << "no GOAWAY among " << frame_types.size() << " frames";
+  EXPECT_TRUE(drained);
+}
+
+TEST_F(TlsTest, CleartextConnectionStillInItsProxyHeaderWhenADrainBeginsGetsAGoaway) {
+  std::string yaml = DefaultConfigYaml(backend_->address());
+  yaml.replace(yaml.find("    routes:"), 0, "    proxy_protocol: v1\n");
+  StartSepal(yaml);
+  int fd = ConnectLoopback(port_);
+  ASSERT_GE(fd, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::atomic<bool> drained{false};
+  std::thread drain([&] { drained = server_->Drain(std::chrono::seconds(5)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::string bytes = "PROXY TCP4 100.64.0.7 127.0.0.1 41000 9092\r\n" +
+                      std::string(kH2Hello, sizeof(kH2Hello) - 1);
+  ASSERT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+  std::string received;
+  EXPECT_TRUE(ReadsUntilClosed(fd, &received));
+  close(fd);
+  drain.join();
+  std::vector<int> types = FrameTypes(received);
+  EXPECT_NE(std::find(types.begin(), types.end(), 0x7), types.end());
   EXPECT_TRUE(drained);
 }
 
