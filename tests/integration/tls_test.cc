@@ -3,6 +3,7 @@
 // reload (and the in-memory pair API), and TLS to the upstream. Certificates are made at
 // test time (tests/support/test_certs).
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <signal.h>
@@ -54,6 +55,7 @@ struct RawOptions {
   std::string alpn = "h2";  // "" = no ALPN extension at all
   int max_version = TLS1_3_VERSION;
   std::string prefix;  // sent in cleartext before the ClientHello (a PROXY header)
+  std::string verify_ca_pem;  // verify the server's chain against this CA ("" = no check)
 };
 
 // Handshakes over `fd` (connected, owned by the caller); `after` may use the session.
@@ -89,6 +91,15 @@ RawHandshake RawTlsHandshakeOn(int fd, const RawOptions& options,
     std::string wire = std::string(1, static_cast<char>(options.alpn.size())) + options.alpn;
     SSL_CTX_set_alpn_protos(ctx, reinterpret_cast<const unsigned char*>(wire.data()),
                             static_cast<unsigned>(wire.size()));
+  }
+  if (!options.verify_ca_pem.empty()) {
+    BIO* bio = BIO_new_mem_buf(options.verify_ca_pem.data(),
+                               static_cast<int>(options.verify_ca_pem.size()));
+    X509* ca = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
+    X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), ca);
+    X509_free(ca);
+    BIO_free(bio);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
   }
   SSL* ssl = SSL_new(ctx);
   SSL_set_fd(ssl, fd);
@@ -267,9 +278,17 @@ TEST_F(TlsTest, GrpcClientsMakeUnaryAndStreamingCallsThroughATlsListener) {
 
 TEST_F(TlsTest, CertificateWithoutTheDialedNameGivesTheClientUnavailable) {
   StartTls();
+  double before = MetricNow(HandshakeErrors("peer_alert"));
   grpc::Status status = Unary(TlsChannel("superlink.example.org"));
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
   EXPECT_FALSE(status.error_message().empty());
+  // grpc++ checks the name after the handshake and just closes: nothing to count.
+  EXPECT_EQ(MetricNow(HandshakeErrors("peer_alert")), before);
+  // A client that does not trust sepal's CA aborts the handshake with an alert: counted.
+  TestCa other_ca("another CA");
+  RawHandshake untrusting = RawTlsHandshake(port_, {.verify_ca_pem = other_ca.certificate_pem()});
+  EXPECT_FALSE(untrusting.ok);
+  EXPECT_TRUE(WaitForMetric(HandshakeErrors("peer_alert"), before + 1));
   // The same listener keeps serving clients that dial a name on the certificate.
   EXPECT_TRUE(Unary(TlsChannel("localhost", nullptr, 1)).ok());
 }
