@@ -43,15 +43,8 @@ std::string ReloadConfig(const Shape& shape) {
           )" + std::string(shape.control_for_supernodes ? "tags: [tag:supernode]"
                                                          : "users: [alice@example.com]") +
                        "\n";
-  std::string yaml = "workers: 2\ndrain_timeout: " + shape.drain_timeout + R"(
-identity:
-  provider: static
-  static:
-    - match: 127.0.0.0/8
-      node: loopback-supernode
-      user: tagged-devices
-      tags: [tag:supernode]
-)";
+  std::string yaml = "workers: 2\ndrain_timeout: " + shape.drain_timeout + "\n" +
+                     kLoopbackSupernodeIdentityYaml;
   if (!shape.access_log.empty()) yaml += "access_log: " + shape.access_log + "\n";
   yaml += "listeners:\n  - name: fleet\n    address: " + shape.fleet_address +
           "\n    routes:" + routes;

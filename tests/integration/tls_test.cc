@@ -641,14 +641,7 @@ TEST_F(TlsTest, CheckFlagValidatesTheCertificatePair) {
 
 TEST_F(TlsTest, IdentityAndAuthorizationStillUseThePeerAddress) {
   std::string yaml = Yaml({}, backend_->address());
-  yaml.replace(yaml.find("listeners:"), 0, R"(identity:
-  provider: static
-  static:
-    - match: 127.0.0.0/8
-      node: loopback-supernode
-      user: tagged-devices
-      tags: [tag:supernode]
-)");
+  yaml.replace(yaml.find("listeners:"), 0, kLoopbackSupernodeIdentityYaml);
   const std::string fleet_route = "upstream: superlink\n";
   size_t at = yaml.find(fleet_route) + fleet_route.size();
   yaml.replace(at, 0, "        allow: {tags: [tag:supernode]}\n");
