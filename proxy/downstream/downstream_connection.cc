@@ -156,9 +156,6 @@ void DownstreamConnection::OnHandshake(const boost::system::error_code& ec) {
   LogDebug("listener ", listener_.name(), ": ", peer_, ": TLS ", SSL_get_version(ssl), " ",
            SSL_get_cipher_name(ssl));
   StartHttp2({});
-  // Accepted before a drain (or the listener's retirement) but only now speaking HTTP/2:
-  // it missed the GOAWAY the others got, so it gets its own (no streams to wait for).
-  if (!closed() && (worker_.draining() || listener_.retired())) BeginShutdown(true);
 }
 
 void DownstreamConnection::FailTls(std::string_view reason, std::string_view detail) {
@@ -254,6 +251,14 @@ void DownstreamConnection::StartHttp2(std::string_view initial_bytes) {
   // Our SETTINGS wait for the client's preface, so a client that is not speaking HTTP/2
   // gets a plain answer instead of binary frames.
   StartIo(/*speak_first=*/false, initial_bytes);
+  // Accepted before a drain (or the listener's retirement) but speaking HTTP/2 only now,
+  // after a PROXY header or a TLS handshake: it missed the GOAWAY the others got, so it gets
+  // its own (covering any stream already in `initial_bytes`).
+  bool started_late = routes_->config.tls ||
+                      routes_->config.proxy_protocol != config::ProxyProtocol::kNone;
+  if (started_late && !closed() && (worker_.draining() || listener_.retired())) {
+    BeginShutdown(/*final_goaway=*/true);
+  }
 }
 
 void DownstreamConnection::BeginIdentityLookup() {

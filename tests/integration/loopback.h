@@ -28,6 +28,24 @@ inline int ConnectLoopback(uint16_t port) {
   return fd;
 }
 
+// A socket listening on 127.0.0.1 at a free port (without SO_REUSEPORT) that never
+// accepts: the kernel completes handshakes into its backlog. Returns the fd (or -1) and
+// sets *port.
+inline int ListenLoopback(uint16_t* port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || listen(fd, 16) != 0) {
+    close(fd);
+    return -1;
+  }
+  socklen_t length = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length);
+  *port = ntohs(addr.sin_port);
+  return fd;
+}
+
 // Plain HTTP/1.1 GET on 127.0.0.1:port (the admin server); the whole response, status line
 // included, or "" if nothing answered.
 inline std::string HttpGet(uint16_t port, const std::string& path) {

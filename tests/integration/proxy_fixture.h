@@ -46,6 +46,16 @@ inline std::string DefaultConfigYaml(const std::string& upstream_address, unsign
          upstream_address + "\n    connect_timeout: 2s\n";
 }
 
+// An identity section making every loopback peer the tagged SuperNode "loopback-supernode".
+inline constexpr const char* kLoopbackSupernodeIdentityYaml = R"(identity:
+  provider: static
+  static:
+    - match: 127.0.0.0/8
+      node: loopback-supernode
+      user: tagged-devices
+      tags: [tag:supernode]
+)";
+
 class ProxyTest : public ::testing::Test {
  protected:
   void SetUp() override {

@@ -43,15 +43,8 @@ std::string ReloadConfig(const Shape& shape) {
           )" + std::string(shape.control_for_supernodes ? "tags: [tag:supernode]"
                                                          : "users: [alice@example.com]") +
                        "\n";
-  std::string yaml = "workers: 2\ndrain_timeout: " + shape.drain_timeout + R"(
-identity:
-  provider: static
-  static:
-    - match: 127.0.0.0/8
-      node: loopback-supernode
-      user: tagged-devices
-      tags: [tag:supernode]
-)";
+  std::string yaml = "workers: 2\ndrain_timeout: " + shape.drain_timeout + "\n" +
+                     kLoopbackSupernodeIdentityYaml;
   if (!shape.access_log.empty()) yaml += "access_log: " + shape.access_log + "\n";
   yaml += "listeners:\n  - name: fleet\n    address: " + shape.fleet_address +
           "\n    routes:" + routes;
@@ -226,15 +219,10 @@ TEST_F(ReloadTest, ARejectedReloadChangesNothing) {
   Start({});
   double failures = MetricNow("sepal_config_reloads_total{result=\"failure\"}");
   // A port held by a socket without SO_REUSEPORT cannot be bound: the whole reload fails.
-  int blocker = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(blocker, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ASSERT_EQ(listen(blocker, 1), 0);
-  socklen_t len = sizeof(addr);
-  getsockname(blocker, reinterpret_cast<sockaddr*>(&addr), &len);
-  std::string taken = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  uint16_t blocked_port = 0;
+  int blocker = ListenLoopback(&blocked_port);
+  ASSERT_GE(blocker, 0);
+  std::string taken = "127.0.0.1:" + std::to_string(blocked_port);
   absl::Status status = Reload({.control_for_supernodes = false, .extra_listener = true,
                                 .extra_address = taken});
   close(blocker);

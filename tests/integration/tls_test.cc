@@ -3,6 +3,7 @@
 // reload (and the in-memory pair API), and TLS to the upstream. Certificates are made at
 // test time (tests/support/test_certs).
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <signal.h>
@@ -54,6 +55,7 @@ struct RawOptions {
   std::string alpn = "h2";  // "" = no ALPN extension at all
   int max_version = TLS1_3_VERSION;
   std::string prefix;  // sent in cleartext before the ClientHello (a PROXY header)
+  std::string verify_ca_pem;  // verify the server's chain against this CA ("" = no check)
 };
 
 // Handshakes over `fd` (connected, owned by the caller); `after` may use the session.
@@ -89,6 +91,15 @@ RawHandshake RawTlsHandshakeOn(int fd, const RawOptions& options,
     std::string wire = std::string(1, static_cast<char>(options.alpn.size())) + options.alpn;
     SSL_CTX_set_alpn_protos(ctx, reinterpret_cast<const unsigned char*>(wire.data()),
                             static_cast<unsigned>(wire.size()));
+  }
+  if (!options.verify_ca_pem.empty()) {
+    BIO* bio = BIO_new_mem_buf(options.verify_ca_pem.data(),
+                               static_cast<int>(options.verify_ca_pem.size()));
+    X509* ca = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
+    X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), ca);
+    X509_free(ca);
+    BIO_free(bio);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
   }
   SSL* ssl = SSL_new(ctx);
   SSL_set_fd(ssl, fd);
@@ -126,6 +137,21 @@ bool ReadsUntilClosed(int fd, std::string* received = nullptr) {
     if (n < 0) return errno == ECONNRESET;
     if (received != nullptr) received->append(buffer, static_cast<size_t>(n));
   }
+}
+
+// A client connection preface followed by an empty SETTINGS frame.
+constexpr char kH2Hello[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+// The types of the HTTP/2 frames in `bytes` (a server's side of a connection).
+std::vector<int> FrameTypes(const std::string& bytes) {
+  std::vector<int> types;
+  for (size_t at = 0; at + 9 <= bytes.size();) {
+    size_t length = (static_cast<uint8_t>(bytes[at]) << 16) |
+                    (static_cast<uint8_t>(bytes[at + 1]) << 8) | static_cast<uint8_t>(bytes[at + 2]);
+    types.push_back(static_cast<uint8_t>(bytes[at + 3]));
+    at += 9 + length;
+  }
+  return types;
 }
 
 struct TlsShape {
@@ -252,9 +278,17 @@ TEST_F(TlsTest, GrpcClientsMakeUnaryAndStreamingCallsThroughATlsListener) {
 
 TEST_F(TlsTest, CertificateWithoutTheDialedNameGivesTheClientUnavailable) {
   StartTls();
+  double before = MetricNow(HandshakeErrors("peer_alert"));
   grpc::Status status = Unary(TlsChannel("superlink.example.org"));
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
   EXPECT_FALSE(status.error_message().empty());
+  // grpc++ checks the name after the handshake and just closes: nothing to count.
+  EXPECT_EQ(MetricNow(HandshakeErrors("peer_alert")), before);
+  // A client that does not trust sepal's CA aborts the handshake with an alert: counted.
+  TestCa other_ca("another CA");
+  RawHandshake untrusting = RawTlsHandshake(port_, {.verify_ca_pem = other_ca.certificate_pem()});
+  EXPECT_FALSE(untrusting.ok);
+  EXPECT_TRUE(WaitForMetric(HandshakeErrors("peer_alert"), before + 1));
   // The same listener keeps serving clients that dial a name on the certificate.
   EXPECT_TRUE(Unary(TlsChannel("localhost", nullptr, 1)).ok());
 }
@@ -494,27 +528,41 @@ TEST_F(TlsTest, ConnectionStillHandshakingWhenADrainBeginsGetsAGoaway) {
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   std::vector<int> frame_types;
   RawHandshake raw = RawTlsHandshakeOn(fd, {}, [&](SSL* ssl) {
-    const std::string preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    const char settings[9] = {0, 0, 0, 4, 0, 0, 0, 0, 0};  // empty SETTINGS
-    SSL_write(ssl, preface.data(), static_cast<int>(preface.size()));
-    SSL_write(ssl, settings, sizeof(settings));
+    std::string hello = std::string(kH2Hello, sizeof(kH2Hello) - 1);
+    SSL_write(ssl, hello.data(), static_cast<int>(hello.size()));
     std::string bytes;
     char buffer[4096];
     int n;
     while ((n = SSL_read(ssl, buffer, sizeof(buffer))) > 0) bytes.append(buffer, n);
-    for (size_t at = 0; at + 9 <= bytes.size();) {
-      size_t length = (static_cast<uint8_t>(bytes[at]) << 16) |
-                      (static_cast<uint8_t>(bytes[at + 1]) << 8) |
-                      static_cast<uint8_t>(bytes[at + 2]);
-      frame_types.push_back(static_cast<uint8_t>(bytes[at + 3]));
-      at += 9 + length;
-    }
+    frame_types = FrameTypes(bytes);
   });
   close(fd);
   drain.join();
   ASSERT_TRUE(raw.ok) << raw.error;
   EXPECT_NE(std::find(frame_types.begin(), frame_types.end(), 0x7), frame_types.end())
       << "no GOAWAY among " << frame_types.size() << " frames";
+  EXPECT_TRUE(drained);
+}
+
+TEST_F(TlsTest, CleartextConnectionStillInItsProxyHeaderWhenADrainBeginsGetsAGoaway) {
+  std::string yaml = DefaultConfigYaml(backend_->address());
+  yaml.replace(yaml.find("    routes:"), 0, "    proxy_protocol: v1\n");
+  StartSepal(yaml);
+  int fd = ConnectLoopback(port_);
+  ASSERT_GE(fd, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::atomic<bool> drained{false};
+  std::thread drain([&] { drained = server_->Drain(std::chrono::seconds(5)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::string bytes = "PROXY TCP4 100.64.0.7 127.0.0.1 41000 9092\r\n" +
+                      std::string(kH2Hello, sizeof(kH2Hello) - 1);
+  ASSERT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+  std::string received;
+  EXPECT_TRUE(ReadsUntilClosed(fd, &received));
+  close(fd);
+  drain.join();
+  std::vector<int> types = FrameTypes(received);
+  EXPECT_NE(std::find(types.begin(), types.end(), 0x7), types.end());
   EXPECT_TRUE(drained);
 }
 
@@ -593,14 +641,7 @@ TEST_F(TlsTest, CheckFlagValidatesTheCertificatePair) {
 
 TEST_F(TlsTest, IdentityAndAuthorizationStillUseThePeerAddress) {
   std::string yaml = Yaml({}, backend_->address());
-  yaml.replace(yaml.find("listeners:"), 0, R"(identity:
-  provider: static
-  static:
-    - match: 127.0.0.0/8
-      node: loopback-supernode
-      user: tagged-devices
-      tags: [tag:supernode]
-)");
+  yaml.replace(yaml.find("listeners:"), 0, kLoopbackSupernodeIdentityYaml);
   const std::string fleet_route = "upstream: superlink\n";
   size_t at = yaml.find(fleet_route) + fleet_route.size();
   yaml.replace(at, 0, "        allow: {tags: [tag:supernode]}\n");
@@ -762,15 +803,10 @@ TEST_F(UpstreamTlsTest, ClientCertificateForASuperLinkThatRequiresOne) {
 
 TEST_F(UpstreamTlsTest, SilentServerIsBoundedByTheConnectTimeout) {
   // A socket that accepts TCP (the kernel's backlog) but never answers the ClientHello.
-  int silent = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(silent, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ASSERT_EQ(listen(silent, 16), 0);
-  socklen_t length = sizeof(addr);
-  getsockname(silent, reinterpret_cast<sockaddr*>(&addr), &length);
-  std::string yaml = DefaultConfigYaml("127.0.0.1:" + std::to_string(ntohs(addr.sin_port)));
+  uint16_t silent_port = 0;
+  int silent = ListenLoopback(&silent_port);
+  ASSERT_GE(silent, 0);
+  std::string yaml = DefaultConfigYaml("127.0.0.1:" + std::to_string(silent_port));
   yaml += "    tls: {ca: " + Path("ca.pem") + ", server_name: localhost}\n";
   StartSepal(yaml);  // connect_timeout: 2s
   auto started = std::chrono::steady_clock::now();
