@@ -62,12 +62,13 @@ LeafOptions TailnetLeaf(std::string domain = std::string(kDomain)) {
   options.common_name = domain;
   options.dns_names = {domain};
   options.ip_addresses = {};
+  options.include_chain = true;
   options.sec1_key = true;
   return options;
 }
 
 // A tailnet leaf from `ca` in tailscaled's ?type=pair layout (key, then chain), parsed.
-std::optional<CertificatePair> IssueAndParse(const TestCa& ca, test::PemPair* pem,
+std::optional<CertificatePair> IssueAndParse(const TestCa& ca, test::CertifiedKey* pem,
                                              std::string* error) {
   *pem = ca.Issue(TailnetLeaf());
   return ParseCertificatePair(pem->private_key_pem + pem->certificate_pem, kDomain, Clock::now(),
@@ -78,7 +79,7 @@ std::optional<CertificatePair> IssueAndParse(const TestCa& ca, test::PemPair* pe
 
 TEST(ParseCertificatePair, KeyThenChainAsTailscaledSendsIt) {
   TestCa ca;
-  test::PemPair pem;
+  test::CertifiedKey pem;
   std::string error;
   auto pair = IssueAndParse(ca, &pem, &error);
   ASSERT_TRUE(pair) << error;
@@ -95,7 +96,7 @@ TEST(ParseCertificatePair, ChainThenPkcs8Key) {
   TestCa ca;
   LeafOptions options = TailnetLeaf();
   options.sec1_key = false;
-  test::PemPair pem = ca.Issue(options);
+  test::CertifiedKey pem = ca.Issue(options);
   std::string error;
   auto pair = ParseCertificatePair("junk before\n" + pem.certificate_pem + pem.private_key_pem,
                                    kDomain, Clock::now(), &error);
@@ -105,7 +106,7 @@ TEST(ParseCertificatePair, ChainThenPkcs8Key) {
 
 TEST(ParseCertificatePair, RejectsKeyOfAnotherCertificate) {
   TestCa ca;
-  test::PemPair pem = ca.Issue(TailnetLeaf());
+  test::CertifiedKey pem = ca.Issue(TailnetLeaf());
   std::string error;
   EXPECT_FALSE(ParseCertificatePair(test::NewPrivateKeyPem() + pem.certificate_pem, kDomain,
                                     Clock::now(), &error));
@@ -114,7 +115,7 @@ TEST(ParseCertificatePair, RejectsKeyOfAnotherCertificate) {
 
 TEST(ParseCertificatePair, RejectsMissingPartsAndGarbage) {
   TestCa ca;
-  test::PemPair pem = ca.Issue(TailnetLeaf());
+  test::CertifiedKey pem = ca.Issue(TailnetLeaf());
   std::string error;
   EXPECT_FALSE(ParseCertificatePair(pem.certificate_pem, kDomain, Clock::now(), &error));
   EXPECT_EQ(error, "no private key in the answer");
@@ -140,20 +141,20 @@ TEST(ParseCertificatePair, RejectsExpiredWrongDomainAndBrokenChain) {
   LeafOptions expired = TailnetLeaf();
   expired.not_before = -seconds(7200);
   expired.lifetime = seconds(3600);
-  test::PemPair old = ca.Issue(expired);
+  test::CertifiedKey old = ca.Issue(expired);
   std::string error;
   EXPECT_FALSE(ParseCertificatePair(old.private_key_pem + old.certificate_pem, kDomain,
                                     Clock::now(), &error));
   EXPECT_NE(error.find("expired at"), std::string::npos) << error;
 
-  test::PemPair other = ca.Issue(TailnetLeaf("other.tail1234.ts.net"));
+  test::CertifiedKey other = ca.Issue(TailnetLeaf("other.tail1234.ts.net"));
   EXPECT_FALSE(ParseCertificatePair(other.private_key_pem + other.certificate_pem, kDomain,
                                     Clock::now(), &error));
   EXPECT_EQ(error, "the certificate is not for superlink.tail1234.ts.net");
 
   LeafOptions leaf_only = TailnetLeaf();
   leaf_only.include_chain = false;
-  test::PemPair pem = ca.Issue(leaf_only);
+  test::CertifiedKey pem = ca.Issue(leaf_only);
   TestCa stranger("someone else's CA");
   EXPECT_FALSE(ParseCertificatePair(
       pem.private_key_pem + pem.certificate_pem + stranger.certificate_pem(), kDomain,
@@ -211,7 +212,7 @@ bool HandshakeWith(const CertificatePair& pair, const std::string& ca_pem,
 
 TEST(UseCertificatePair, ServesAHandshakeTheClientVerifies) {
   TestCa ca;
-  test::PemPair pem;
+  test::CertifiedKey pem;
   std::string error;
   auto pair = IssueAndParse(ca, &pem, &error);
   ASSERT_TRUE(pair) << error;
@@ -222,7 +223,7 @@ TEST(UseCertificatePair, ServesAHandshakeTheClientVerifies) {
 
 TEST(UseCertificatePair, RejectsAKeyOfAnotherCertificate) {
   TestCa ca;
-  test::PemPair pem = ca.Issue(TailnetLeaf());
+  test::CertifiedKey pem = ca.Issue(TailnetLeaf());
   CertificatePair pair;
   pair.certificate_pem = pem.certificate_pem;
   pair.private_key_pem = test::NewPrivateKeyPem();
@@ -542,7 +543,7 @@ TEST_F(CertSourceTest, SlowTailscaledTimesOut) {
 
 TEST_F(CertSourceTest, MismatchedKeyIsRejected) {
   TestCa ca;
-  test::PemPair pem = ca.Issue(TailnetLeaf());
+  test::CertifiedKey pem = ca.Issue(TailnetLeaf());
   fake_->SetCertPairOverride(test::NewPrivateKeyPem() + pem.certificate_pem);
   StartSource();
   ASSERT_TRUE(RunUntil([&] { return !errors_.empty(); }));

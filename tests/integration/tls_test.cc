@@ -1,7 +1,7 @@
 // TLS on both sides: grpc++ TLS clients through a TLS listener, client certificates,
 // cleartext and non-h2 clients on a TLS port, handshake timeouts, certificate rotation on
 // reload (and the in-memory pair API), and TLS to the upstream. Certificates are made at
-// test time (tests/support/test_certs).
+// test time (tests/support/test_pki).
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -18,13 +18,24 @@
 #include "tests/integration/loopback.h"
 #include "tests/integration/proxy_fixture.h"
 #include "tests/integration/sepal_process.h"
-#include "tests/support/test_certs.h"
+#include "tests/support/test_pki.h"
 
 // Shapes are written with designated initializers naming only what differs from the default.
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 
 namespace sepal::test {
 namespace {
+
+// A client leaf (clientAuth only, no SANs) named `common_name`.
+LeafOptions ClientLeaf(const std::string& common_name) {
+  LeafOptions options;
+  options.common_name = common_name;
+  options.dns_names = {};
+  options.ip_addresses = {};
+  options.server_auth = false;
+  options.client_auth = true;
+  return options;
+}
 
 double MetricNow(const std::string& series) {
   return SeriesValue(metrics::DefaultRegistry().Serialize(), series);
@@ -295,9 +306,7 @@ TEST_F(TlsTest, CertificateWithoutTheDialedNameGivesTheClientUnavailable) {
 
 TEST_F(TlsTest, ClientCertificateRequiredVerifiedAndRefusedWhenMissingOrForeign) {
   StartTls({.client_ca = true});
-  LeafOptions client_options;
-  client_options.common_name = "supernode-a";
-  client_options.client = true;
+  LeafOptions client_options = ClientLeaf("supernode-a");
   CertifiedKey good = ca_.Issue(client_options);
   grpc::Status status = Unary(TlsChannel("localhost", &good));
   ASSERT_TRUE(status.ok()) << status.error_message();
@@ -315,7 +324,7 @@ TEST_F(TlsTest, ClientCertificateRequiredVerifiedAndRefusedWhenMissingOrForeign)
   EXPECT_TRUE(WaitForMetric(HandshakeErrors("client_cert"), before + 1));
 
   LeafOptions expired_options = client_options;
-  expired_options.expired = true;
+  expired_options.Expired();
   CertifiedKey expired = ca_.Issue(expired_options);
   status = Unary(TlsChannel("localhost", &expired, 3));
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
@@ -622,7 +631,8 @@ TEST_F(TlsTest, CheckFlagValidatesTheCertificatePair) {
   LeafOptions expired_options;
   expired_options.common_name = "localhost";
   expired_options.dns_names = {"localhost"};
-  expired_options.expired = true;
+  expired_options.ip_addresses = {};
+  expired_options.Expired();
   WritePair(ca_.Issue(expired_options));
   output.clear();
   EXPECT_EQ(run(&output), 0) << output;  // a warning: a rotation may be under way
@@ -774,10 +784,7 @@ TEST_F(UpstreamTlsTest, ClientCertificateForASuperLinkThatRequiresOne) {
   options.tls_client_ca_pem = ca_.certificate_pem();
   auto mtls_backend = FakeSuperLink::Start(options);
   ASSERT_NE(mtls_backend, nullptr);
-  LeafOptions client_options;
-  client_options.common_name = "sepal";
-  client_options.client = true;
-  CertifiedKey client = ca_.Issue(client_options);
+  CertifiedKey client = ca_.Issue(ClientLeaf("sepal"));
   ASSERT_TRUE(WriteTextFile(Path("client.pem"), client.certificate_pem));
   ASSERT_TRUE(WriteTextFile(Path("client.key"), client.private_key_pem));
 

@@ -768,8 +768,9 @@ FakeTailscaled::Response FakeTailscaled::AnswerCert(std::string_view domain,
     options.not_before = cert_lifetime_ >= std::chrono::hours(2) ? std::chrono::seconds(-3600)
                                                                   : std::chrono::seconds(0);
     options.lifetime = cert_lifetime_ - options.not_before;
+    options.include_chain = true;
     options.sec1_key = true;
-    PemPair pair = ca_.Issue(options);
+    CertifiedKey pair = ca_.Issue(options);
     ++certs_issued_;
     auto not_before = now + options.not_before;
     IssuedCert issued{std::move(pair.private_key_pem), std::move(pair.certificate_pem),

@@ -13,6 +13,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <mutex>
 #include <utility>
 
@@ -79,7 +80,8 @@ void AddExtension(X509* cert, X509* issuer, int nid, const std::string& value) {
 
 // A certificate for `key` with the subject, validity and serial set; extensions come after.
 CertPtr NewCertificate(EVP_PKEY* key, const std::string& common_name,
-                       std::chrono::seconds not_before, std::chrono::seconds lifetime) {
+                       std::chrono::seconds not_before, std::chrono::seconds lifetime,
+                       std::string* serial_hex) {
   CertPtr cert(X509_new());
   if (!cert || X509_set_version(cert.get(), X509_VERSION_3) != 1) Die("X509_new");
   unsigned char serial[16];
@@ -89,6 +91,10 @@ CertPtr NewCertificate(EVP_PKEY* key, const std::string& common_name,
   if (number == nullptr || BN_to_ASN1_INTEGER(number, X509_get_serialNumber(cert.get())) == nullptr) {
     Die("serial number");
   }
+  char* hex = BN_bn2hex(number);
+  if (hex == nullptr) Die("BN_bn2hex");
+  *serial_hex = hex;
+  OPENSSL_free(hex);
   BN_free(number);
   long start = static_cast<long>(not_before.count());
   if (X509_gmtime_adj(X509_getm_notBefore(cert.get()), start) == nullptr ||
@@ -98,8 +104,7 @@ CertPtr NewCertificate(EVP_PKEY* key, const std::string& common_name,
   }
   X509_NAME* name = X509_get_subject_name(cert.get());
   auto text = [](const std::string& s) { return reinterpret_cast<const unsigned char*>(s.c_str()); };
-  if (X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, text("sepal tests"), -1, -1, 0) != 1 ||
-      X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, text(common_name), -1, -1, 0) != 1) {
+  if (X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, text(common_name), -1, -1, 0) != 1) {
     Die("X509_NAME_add_entry_by_txt");
   }
   if (X509_set_pubkey(cert.get(), key) != 1) Die("X509_set_pubkey");
@@ -112,13 +117,14 @@ struct TestCa::State {
   KeyPtr key;
   CertPtr cert;
   std::string pem;
+  std::string serial_hex;
   std::mutex mutex;  // OpenSSL objects are shared by copies of the handle
 };
 
 TestCa::TestCa(const std::string& common_name) : state_(std::make_shared<State>()) {
   state_->key = NewKey();
   state_->cert = NewCertificate(state_->key.get(), common_name, std::chrono::seconds(-3600),
-                                std::chrono::hours(24 * 3650));
+                                std::chrono::hours(24 * 3650), &state_->serial_hex);
   X509* cert = state_->cert.get();
   if (X509_set_issuer_name(cert, X509_get_subject_name(cert)) != 1) Die("X509_set_issuer_name");
   AddExtension(cert, cert, NID_basic_constraints, "critical,CA:TRUE,pathlen:0");
@@ -132,11 +138,12 @@ TestCa::~TestCa() = default;
 
 const std::string& TestCa::certificate_pem() const { return state_->pem; }
 
-PemPair TestCa::Issue(const LeafOptions& options) const {
+CertifiedKey TestCa::Issue(const LeafOptions& options) const {
   KeyPtr key = NewKey();
+  CertifiedKey out;
   std::lock_guard lock(state_->mutex);
   CertPtr cert = NewCertificate(key.get(), options.common_name, options.not_before,
-                                options.lifetime);
+                                options.lifetime, &out.serial_hex);
   X509* issuer = state_->cert.get();
   if (X509_set_issuer_name(cert.get(), X509_get_subject_name(issuer)) != 1) {
     Die("X509_set_issuer_name");
@@ -159,16 +166,33 @@ PemPair TestCa::Issue(const LeafOptions& options) const {
   AddExtension(cert.get(), issuer, NID_authority_key_identifier, "keyid");
   if (X509_sign(cert.get(), state_->key.get(), EVP_sha256()) <= 0) Die("X509_sign (leaf)");
 
-  PemPair pair;
-  pair.certificate_pem = CertPem(cert.get());
-  if (options.include_chain) pair.certificate_pem += state_->pem;
-  pair.private_key_pem = KeyPem(key.get(), options.sec1_key);
-  return pair;
+  out.certificate_pem = CertPem(cert.get());
+  if (options.include_chain) out.certificate_pem += state_->pem;
+  out.private_key_pem = KeyPem(key.get(), options.sec1_key);
+  out.common_name = options.common_name;
+  return out;
+}
+
+CertifiedKey TestCa::IssueLocalhost(const std::string& common_name) const {
+  LeafOptions options;
+  options.common_name = common_name;
+  return Issue(options);
 }
 
 std::string NewPrivateKeyPem() {
   KeyPtr key = NewKey();
   return KeyPem(key.get(), false);
+}
+
+bool WriteTextFile(const std::string& path, const std::string& content) {
+  std::string temporary = path + ".tmp";
+  {
+    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+    if (!out) return false;
+    out << content;
+    if (!out.flush()) return false;
+  }
+  return std::rename(temporary.c_str(), path.c_str()) == 0;
 }
 
 }  // namespace sepal::test
