@@ -13,6 +13,14 @@ namespace sepal::test {
 namespace {
 
 constexpr long kRssLimitKib = 64 * 1024;
+// Under AddressSanitizer, shadow memory and the free quarantine dominate RSS (a sepal that
+// buffers nothing peaks near 90 MiB): the bound is checked in normal builds only; the
+// bytes are checked everywhere.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kRssBounded = false;
+#else
+constexpr bool kRssBounded = true;
+#endif
 
 class LargeMessageTest : public ::testing::Test {
  protected:
@@ -56,7 +64,9 @@ TEST_F(LargeMessageTest, Unary64MiBEchoKeepsRssBounded) {
   long peak = sepal_.PeakRssKib();
   RecordProperty("sepal_peak_rss_kib", static_cast<int>(peak));
   EXPECT_GT(peak, 0);
-  EXPECT_LT(peak, kRssLimitKib) << "sepal buffered the message: peak RSS " << peak << " KiB";
+  if (kRssBounded) {
+    EXPECT_LT(peak, kRssLimitKib) << "sepal buffered the message: peak RSS " << peak << " KiB";
+  }
 }
 
 TEST_F(LargeMessageTest, SlowReaderStallsTheUpstreamNotSepalMemory) {
@@ -80,8 +90,10 @@ TEST_F(LargeMessageTest, SlowReaderStallsTheUpstreamNotSepalMemory) {
   ASSERT_TRUE(reader->Finish().ok());
   EXPECT_EQ(count, 96);
   EXPECT_EQ(bytes, 96u << 20);
-  EXPECT_LT(stalled_rss, kRssLimitKib);
-  EXPECT_LT(sepal_.PeakRssKib(), kRssLimitKib);
+  if (kRssBounded) {
+    EXPECT_LT(stalled_rss, kRssLimitKib);
+    EXPECT_LT(sepal_.PeakRssKib(), kRssLimitKib);
+  }
 }
 
 TEST_F(LargeMessageTest, ClientStreamOf64MiBInPiecesArrivesWhole) {
@@ -95,7 +107,9 @@ TEST_F(LargeMessageTest, ClientStreamOf64MiBInPiecesArrivesWhole) {
   ASSERT_TRUE(writer->WritesDone());
   ASSERT_TRUE(writer->Finish().ok());
   EXPECT_EQ(response.received_bytes(), 64u << 20);
-  EXPECT_LT(sepal_.PeakRssKib(), kRssLimitKib);
+  if (kRssBounded) {
+    EXPECT_LT(sepal_.PeakRssKib(), kRssLimitKib);
+  }
 }
 
 TEST(SepalProcessTest, SigtermDuringLongStreamDrainsAndExitsZero) {
