@@ -9,7 +9,7 @@ pkgs=(
   libnghttp2-dev libssl-dev libabsl-dev libyaml-cpp-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libgtest-dev libgmock-dev libbenchmark-dev
-  iproute2 procps curl nghttp2-client prometheus
+  iproute2 procps curl nghttp2-client prometheus openssl jq
 )
 if [[ "${1:-}" == "--bench" ]]; then
   pkgs+=(nginx haproxy nghttp2-proxy linux-perf)

@@ -5,7 +5,6 @@
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
-#include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
@@ -259,37 +258,6 @@ std::optional<CertificatePair> ParseCertificatePair(std::string_view body, std::
     }
   }
   return pair;
-}
-
-bool UseCertificatePair(SSL_CTX* context, const CertificatePair& pair, std::string* error) {
-  ERR_clear_error();  // messages name this call's errors, not a caller's leftovers
-  BioPtr certs = MemoryBio(pair.certificate_pem);
-  CertPtr leaf(PEM_read_bio_X509(certs.get(), nullptr, nullptr, nullptr));
-  if (!leaf) {
-    *error = StrCat("no certificate: ", OpenSslError());
-    return false;
-  }
-  if (SSL_CTX_use_certificate(context, leaf.get()) != 1 ||
-      SSL_CTX_clear_chain_certs(context) != 1) {
-    *error = StrCat("the certificate is not usable: ", OpenSslError());
-    return false;
-  }
-  while (CertPtr next{PEM_read_bio_X509(certs.get(), nullptr, nullptr, nullptr)}) {
-    if (SSL_CTX_add1_chain_cert(context, next.get()) != 1) {
-      *error = StrCat("a chain certificate is not usable: ", OpenSslError());
-      return false;
-    }
-  }
-  ERR_clear_error();  // the read that ended the loop
-  BioPtr key_bio = MemoryBio(pair.private_key_pem);
-  KeyPtr key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr,
-                                     [](char*, int, int, void*) { return 0; }, nullptr));
-  if (!key || SSL_CTX_use_PrivateKey(context, key.get()) != 1 ||
-      SSL_CTX_check_private_key(context) != 1) {
-    *error = StrCat("the private key is not usable with the certificate: ", OpenSslError());
-    return false;
-  }
-  return true;
 }
 
 std::optional<std::string> CertDomainFromStatus(std::string_view status_json,

@@ -22,7 +22,6 @@
 #include <string>
 #include <string_view>
 
-struct ssl_ctx_st;  // OpenSSL's SSL_CTX
 
 namespace sepal::tls {
 
@@ -62,11 +61,6 @@ std::string_view KindName(CertSourceError::Kind kind);
 std::optional<CertificatePair> ParseCertificatePair(std::string_view body, std::string_view domain,
                                                     std::chrono::system_clock::time_point now,
                                                     std::string* error);
-
-// Installs `pair` in a server SSL_CTX: the leaf, the rest of the chain, and the key (checked
-// against the leaf). Use a fresh context per pair and swap contexts to rotate; a context
-// that connections already use must not be changed. False and `error` on failure.
-bool UseCertificatePair(ssl_ctx_st* context, const CertificatePair& pair, std::string* error);
 
 // The domain to ask for, from a /localapi/v0/status body. On failure returns nullopt and
 // fills `error` (kind and message; kBadPair is not used).

@@ -2,6 +2,7 @@
 // FakeTailscaled: first fetch and domain discovery, renewal, tailscaled's error answers
 // (HTTPS off, 429, 403, slow, not running, a mismatched key) with backoff, and recovery.
 #include "proxy/tls/tailscale_cert_source.h"
+#include "proxy/tls/tls_context.h"
 
 #include <gtest/gtest.h>
 #include <openssl/err.h>
@@ -162,17 +163,24 @@ TEST(ParseCertificatePair, RejectsExpiredWrongDomainAndBrokenChain) {
   EXPECT_EQ(error, "certificate 2 of the chain did not issue certificate 1");
 }
 
-// ---- UseCertificatePair: the pair serves a TLS handshake a client verifies ---------------
+// ---- The fetched pair as a listener context (what Server::ApplyFetchedCertificate installs)
+// serves a TLS handshake a client verifies ---------------------------------------------------
 
 // Runs a TLS handshake between a server using `pair` and a client that trusts `ca_pem` and
 // checks `domain`, over an in-memory BIO pair. True when both sides finish and the client's
 // verification passed.
 bool HandshakeWith(const CertificatePair& pair, const std::string& ca_pem,
                    const std::string& domain, std::string* error) {
-  SSL_CTX* server_ctx = SSL_CTX_new(TLS_server_method());
+  auto context = MakeServerContextFromPem(config::ListenerTlsConfig{}, pair.certificate_pem,
+                                          pair.private_key_pem);
+  if (!context.ok()) {
+    *error = std::string(context.status().message());
+    return false;
+  }
+  SSL_CTX* server_ctx = (*context)->context->native_handle();
   SSL_CTX* client_ctx = SSL_CTX_new(TLS_client_method());
-  bool ok = UseCertificatePair(server_ctx, pair, error);
-  if (ok) {
+  bool ok = true;
+  {
     BIO* ca_bio = BIO_new_mem_buf(ca_pem.data(), static_cast<int>(ca_pem.size()));
     X509* ca = PEM_read_bio_X509(ca_bio, nullptr, nullptr, nullptr);
     X509_STORE_add_cert(SSL_CTX_get_cert_store(client_ctx), ca);
@@ -183,6 +191,8 @@ bool HandshakeWith(const CertificatePair& pair, const std::string& ca_pem,
     SSL* server = SSL_new(server_ctx);
     SSL_set1_host(client, domain.c_str());
     SSL_set_tlsext_host_name(client, domain.c_str());
+    static const unsigned char kAlpnH2[] = {2, 'h', '2'};  // listeners require h2
+    SSL_set_alpn_protos(client, kAlpnH2, sizeof(kAlpnH2));
     BIO* client_bio = nullptr;
     BIO* server_bio = nullptr;
     BIO_new_bio_pair(&client_bio, 0, &server_bio, 0);
@@ -205,12 +215,11 @@ bool HandshakeWith(const CertificatePair& pair, const std::string& ca_pem,
     SSL_free(server);
   }
   SSL_CTX_free(client_ctx);
-  SSL_CTX_free(server_ctx);
   ERR_clear_error();
   return ok;
 }
 
-TEST(UseCertificatePair, ServesAHandshakeTheClientVerifies) {
+TEST(FetchedPairContext, ServesAHandshakeTheClientVerifies) {
   TestCa ca;
   test::CertifiedKey pem;
   std::string error;
@@ -221,17 +230,15 @@ TEST(UseCertificatePair, ServesAHandshakeTheClientVerifies) {
   EXPECT_FALSE(HandshakeWith(*pair, ca.certificate_pem(), "other.tail1234.ts.net", &error));
 }
 
-TEST(UseCertificatePair, RejectsAKeyOfAnotherCertificate) {
+TEST(FetchedPairContext, RejectsAKeyOfAnotherCertificate) {
   TestCa ca;
   test::CertifiedKey pem = ca.Issue(TailnetLeaf());
-  CertificatePair pair;
-  pair.certificate_pem = pem.certificate_pem;
-  pair.private_key_pem = test::NewPrivateKeyPem();
-  SSL_CTX* context = SSL_CTX_new(TLS_server_method());
-  std::string error;
-  EXPECT_FALSE(UseCertificatePair(context, pair, &error));
-  EXPECT_NE(error.find("private key is not usable"), std::string::npos) << error;
-  SSL_CTX_free(context);
+  auto context = MakeServerContextFromPem(config::ListenerTlsConfig{}, pem.certificate_pem,
+                                          test::NewPrivateKeyPem());
+  ASSERT_FALSE(context.ok());
+  EXPECT_NE(context.status().message().find("private key does not match the certificate"),
+            std::string::npos)
+      << context.status();
 }
 
 // ---- CertDomainFromStatus -----------------------------------------------------------------
