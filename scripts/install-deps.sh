@@ -10,6 +10,8 @@ pkgs=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libgtest-dev libgmock-dev libbenchmark-dev
   iproute2 procps curl nghttp2-client prometheus openssl jq
+  clang-14 libclang-rt-14-dev libfuzzer-14-dev
+  dpkg-dev fakeroot file
 )
 if [[ "${1:-}" == "--bench" ]]; then
   pkgs+=(nginx haproxy nghttp2-proxy linux-perf)

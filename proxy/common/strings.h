@@ -28,13 +28,13 @@ template <typename T>
 inline void AppendPiece(std::string& out, T value) {
   char buffer[24];
   auto [end, ec] = std::to_chars(buffer, buffer + sizeof(buffer), value);
-  out.append(buffer, end);
+  out.append(buffer, static_cast<std::size_t>(end - buffer));
 }
 inline void AppendPiece(std::string& out, bool value) { out.append(value ? "true" : "false"); }
 inline void AppendPiece(std::string& out, double value) {
   char buffer[32];
   auto [end, ec] = std::to_chars(buffer, buffer + sizeof(buffer), value);
-  out.append(buffer, end);
+  out.append(buffer, static_cast<std::size_t>(end - buffer));
 }
 
 }  // namespace strings_internal

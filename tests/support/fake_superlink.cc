@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "absl/strings/escaping.h"
+#include "proxy/common/strings.h"
 #include "tests/proto/control.grpc.pb.h"
 #include "tests/proto/echo.grpc.pb.h"
 #include "tests/proto/fleet.grpc.pb.h"
@@ -227,7 +228,7 @@ template <typename BaseService>
 class ControlService final : public BaseService {
  public:
   ControlService(CallCounters& counters, std::string service_name)
-      : counters_(counters), prefix_("/" + std::move(service_name) + "/") {}
+      : counters_(counters), prefix_(StrCat("/", service_name, "/")) {}
 
   Status StartRun(ServerContext* c, const ControlRequest* q, ControlResponse* r) override {
     return Reply("StartRun", c, *q, r);
