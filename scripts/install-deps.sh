@@ -11,7 +11,7 @@ pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev
   iproute2 procps curl nghttp2-client prometheus openssl jq
   clang-14 libclang-rt-14-dev libfuzzer-14-dev
-  dpkg-dev fakeroot file
+  dpkg-dev fakeroot file systemd
 )
 if [[ "${1:-}" == "--bench" ]]; then
   pkgs+=(nginx haproxy nghttp2-proxy linux-perf)
