@@ -16,6 +16,7 @@
 #include <initializer_list>
 #include <limits>
 #include <set>
+#include <span>
 #include <string_view>
 #include <type_traits>
 #include <utility>
@@ -49,6 +50,81 @@ constexpr uint64_t kMinHeaderListBytes = 1024;
 constexpr size_t kMaxCapabilityJsonBytes = 1 << 20;  // aliases can make YAML expand exponentially
 constexpr size_t kMaxUnixPathBytes = sizeof(sockaddr_un{}.sun_path) - 1;
 
+// The keys of each kind of map in the file. OpenMap accepts exactly these (anything else is an
+// "unknown key" error with a "did you mean" hint) and KnownConfigKeyPaths() lists them, so the
+// documentation is checked against what the loader really accepts.
+enum class Section {
+  kRoot,
+  kAdmin,
+  kMetrics,
+  kIdentity,
+  kIdentityTailscale,
+  kStaticIdentity,
+  kUpstream,
+  kUpstreamTls,
+  kListener,
+  kListenerTls,
+  kRoute,
+  kAllow,
+  kLimits,
+};
+
+constexpr std::string_view kRootKeys[] = {"admin",    "metrics",    "workers",   "drain_timeout",
+                                          "identity", "access_log", "listeners", "upstreams"};
+constexpr std::string_view kAdminKeys[] = {"address"};
+constexpr std::string_view kMetricsKeys[] = {"peer_node_label"};
+constexpr std::string_view kIdentityKeys[] = {"provider", "tailscale", "static"};
+constexpr std::string_view kIdentityTailscaleKeys[] = {"socket", "cache_ttl", "lookup_timeout"};
+constexpr std::string_view kStaticIdentityKeys[] = {"match", "node", "user", "tags",
+                                                    "capabilities"};
+constexpr std::string_view kUpstreamKeys[] = {"name", "address", "tls", "connect_timeout"};
+constexpr std::string_view kUpstreamTlsKeys[] = {"ca", "server_name", "certificate", "private_key"};
+constexpr std::string_view kListenerKeys[] = {"name", "address", "proxy_protocol",
+                                              "tls",  "routes",  "limits"};
+constexpr std::string_view kListenerTlsKeys[] = {"source", "certificate", "private_key",
+                                                 "client_ca", "handshake_timeout"};
+constexpr std::string_view kRouteKeys[] = {"match", "upstream", "allow"};
+constexpr std::string_view kAllowKeys[] = {"tags", "users", "nodes", "capability"};
+constexpr std::string_view kLimitsKeys[] = {"max_concurrent_streams", "max_header_list_bytes",
+                                            "stream_window_bytes",    "connection_window_bytes",
+                                            "stream_reset_burst",     "stream_reset_rate",
+                                            "max_continuations"};
+
+struct SectionKeys {
+  Section section;
+  // Where this kind of map sits, as KnownConfigKeyPaths() spells it ("" = the top level,
+  // "[]" = every item of a list). Keep it in step with the Read* function that opens it.
+  std::string_view path;
+  std::span<const std::string_view> keys;
+};
+
+// Indexed by Section.
+constexpr SectionKeys kSections[] = {
+    {Section::kRoot, "", kRootKeys},
+    {Section::kAdmin, "admin", kAdminKeys},
+    {Section::kMetrics, "metrics", kMetricsKeys},
+    {Section::kIdentity, "identity", kIdentityKeys},
+    {Section::kIdentityTailscale, "identity.tailscale", kIdentityTailscaleKeys},
+    {Section::kStaticIdentity, "identity.static[]", kStaticIdentityKeys},
+    {Section::kUpstream, "upstreams[]", kUpstreamKeys},
+    {Section::kUpstreamTls, "upstreams[].tls", kUpstreamTlsKeys},
+    {Section::kListener, "listeners[]", kListenerKeys},
+    {Section::kListenerTls, "listeners[].tls", kListenerTlsKeys},
+    {Section::kRoute, "listeners[].routes[]", kRouteKeys},
+    {Section::kAllow, "listeners[].routes[].allow", kAllowKeys},
+    {Section::kLimits, "listeners[].limits", kLimitsKeys},
+};
+
+constexpr bool SectionsInOrder() {
+  for (size_t i = 0; i < std::size(kSections); ++i) {
+    if (static_cast<size_t>(kSections[i].section) != i) return false;
+  }
+  return std::size(kSections) == static_cast<size_t>(Section::kLimits) + 1;
+}
+static_assert(SectionsInOrder(), "kSections must list every Section once, in enum order");
+
+const SectionKeys& KeysOf(Section section) { return kSections[static_cast<size_t>(section)]; }
+
 // Edit distance, for "did you mean" hints on misspelled keys and values.
 size_t EditDistance(std::string_view a, std::string_view b) {
   std::vector<size_t> row(b.size() + 1);
@@ -65,7 +141,7 @@ size_t EditDistance(std::string_view a, std::string_view b) {
   return row[b.size()];
 }
 
-std::string Suggestion(std::string_view word, std::initializer_list<std::string_view> choices) {
+std::string Suggestion(std::string_view word, std::span<const std::string_view> choices) {
   std::string_view best;
   size_t best_distance = 3;
   for (std::string_view choice : choices) {
@@ -276,8 +352,7 @@ class Loader {
     std::vector<std::pair<std::string, Value>> entries_;
   };
 
-  absl::StatusOr<Map> OpenMap(const Value& value,
-                              std::initializer_list<std::string_view> known) const;
+  absl::StatusOr<Map> OpenMap(const Value& value, Section section) const;
   absl::StatusOr<std::vector<Value>> ReadList(const Value& value) const;
   absl::StatusOr<std::string> ReadString(const Value& value) const;
   absl::StatusOr<std::string> ReadNonEmptyString(const Value& value) const;
@@ -316,8 +391,8 @@ class Loader {
   std::string source_;
 };
 
-absl::StatusOr<Loader::Map> Loader::OpenMap(const Value& value,
-                                            std::initializer_list<std::string_view> known) const {
+absl::StatusOr<Loader::Map> Loader::OpenMap(const Value& value, Section section) const {
+  std::span<const std::string_view> known = KeysOf(section).keys;
   Map map;
   map.self_ = value;
   // An empty document or a bare `key:` reads as null; only the top level may be empty.
@@ -473,14 +548,11 @@ absl::StatusOr<std::string> Loader::ReadReadableFile(const Value& value) const {
 
 absl::Status Loader::LoadRoot(const YAML::Node& root, Config* config) {
   Map map;
-  SEPAL_CONFIG_ASSIGN(
-      map, OpenMap(Value{root, "", LineOf(root, 1)},
-                   {"admin", "metrics", "workers", "drain_timeout", "identity", "access_log",
-                    "listeners", "upstreams"}));
+  SEPAL_CONFIG_ASSIGN(map, OpenMap(Value{root, "", LineOf(root, 1)}, Section::kRoot));
   if (auto value = map.Get("admin")) SEPAL_CONFIG_TRY(ReadAdmin(*value, &config->admin));
   if (auto value = map.Get("metrics")) {
     Map metrics;
-    SEPAL_CONFIG_ASSIGN(metrics, OpenMap(*value, {"peer_node_label"}));
+    SEPAL_CONFIG_ASSIGN(metrics, OpenMap(*value, Section::kMetrics));
     if (auto label = metrics.Get("peer_node_label")) {
       SEPAL_CONFIG_ASSIGN(config->metrics.peer_node_label, ReadBool(*label));
     }
@@ -507,7 +579,7 @@ absl::Status Loader::LoadRoot(const YAML::Node& root, Config* config) {
 
 absl::Status Loader::ReadAdmin(const Value& value, AdminConfig* admin) const {
   Map map;
-  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, {"address"}));
+  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, Section::kAdmin));
   if (auto address_value = map.Get("address")) {
     SocketAddress address;
     SEPAL_CONFIG_ASSIGN(address, ReadAddress(*address_value));
@@ -550,7 +622,7 @@ absl::Status Loader::ReadAccessLog(const Value& value, AccessLogConfig* access_l
 
 absl::Status Loader::ReadIdentity(const Value& value, IdentityConfig* identity) const {
   Map map;
-  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, {"provider", "tailscale", "static"}));
+  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, Section::kIdentity));
   Value provider;
   SEPAL_CONFIG_ASSIGN(provider, map.Require(*this, "provider"));
   size_t choice = 0;
@@ -560,8 +632,7 @@ absl::Status Loader::ReadIdentity(const Value& value, IdentityConfig* identity) 
 
   if (auto tailscale_value = map.Get("tailscale")) {
     Map tailscale;
-    SEPAL_CONFIG_ASSIGN(tailscale,
-                        OpenMap(*tailscale_value, {"socket", "cache_ttl", "lookup_timeout"}));
+    SEPAL_CONFIG_ASSIGN(tailscale, OpenMap(*tailscale_value, Section::kIdentityTailscale));
     if (auto socket = tailscale.Get("socket")) {
       // Not checked for existence: tailscaled may start after sepal.
       SEPAL_CONFIG_ASSIGN(identity->tailscale.socket, ReadNonEmptyString(*socket));
@@ -617,7 +688,7 @@ absl::Status CheckCidr(const std::string& cidr) {
 
 absl::Status Loader::ReadStaticIdentity(const Value& value, StaticIdentity* entry) const {
   Map map;
-  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, {"match", "node", "user", "tags", "capabilities"}));
+  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, Section::kStaticIdentity));
   Value match;
   SEPAL_CONFIG_ASSIGN(match, map.Require(*this, "match"));
   SEPAL_CONFIG_ASSIGN(entry->match, ReadString(match));
@@ -748,7 +819,7 @@ absl::Status Loader::ReadUpstreams(const Value& value,
 
 absl::Status Loader::ReadUpstream(const Value& value, UpstreamConfig* upstream) const {
   Map map;
-  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, {"name", "address", "tls", "connect_timeout"}));
+  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, Section::kUpstream));
   Value name;
   SEPAL_CONFIG_ASSIGN(name, map.Require(*this, "name"));
   SEPAL_CONFIG_ASSIGN(upstream->name, ReadNonEmptyString(name));
@@ -807,8 +878,7 @@ absl::Status Loader::ReadListeners(const Value& value, const Config& config,
 absl::Status Loader::ReadListener(const Value& value, const Config& config,
                                   ListenerConfig* listener) const {
   Map map;
-  SEPAL_CONFIG_ASSIGN(
-      map, OpenMap(value, {"name", "address", "proxy_protocol", "tls", "routes", "limits"}));
+  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, Section::kListener));
   Value name;
   SEPAL_CONFIG_ASSIGN(name, map.Require(*this, "name"));
   SEPAL_CONFIG_ASSIGN(listener->name, ReadNonEmptyString(name));
@@ -838,8 +908,7 @@ absl::Status Loader::ReadListener(const Value& value, const Config& config,
 
 absl::Status Loader::ReadListenerTls(const Value& value, ListenerTlsConfig* tls) const {
   Map map;
-  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, {"source", "certificate", "private_key", "client_ca",
-                                           "handshake_timeout"}));
+  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, Section::kListenerTls));
   if (auto source = map.Get("source")) {
     size_t choice = 0;
     SEPAL_CONFIG_ASSIGN(choice, ReadChoice(*source, {"files", "tailscale"}));
@@ -872,8 +941,7 @@ absl::Status Loader::ReadListenerTls(const Value& value, ListenerTlsConfig* tls)
 
 absl::Status Loader::ReadUpstreamTls(const Value& value, UpstreamTlsConfig* tls) const {
   Map map;
-  SEPAL_CONFIG_ASSIGN(map,
-                      OpenMap(value, {"ca", "server_name", "certificate", "private_key"}));
+  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, Section::kUpstreamTls));
   if (auto ca = map.Get("ca")) SEPAL_CONFIG_ASSIGN(tls->ca, ReadReadableFile(*ca));
   if (auto server_name = map.Get("server_name")) {
     SEPAL_CONFIG_ASSIGN(tls->server_name, ReadNonEmptyString(*server_name));
@@ -944,7 +1012,7 @@ absl::Status Loader::ReadRoutes(const Value& value, const Config& config,
 
 absl::Status Loader::ReadRoute(const Value& value, const Config& config, RouteConfig* route) const {
   Map map;
-  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, {"match", "upstream", "allow"}));
+  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, Section::kRoute));
   Value match;
   SEPAL_CONFIG_ASSIGN(match, map.Require(*this, "match"));
   SEPAL_CONFIG_ASSIGN(route->match, ReadString(match));
@@ -977,7 +1045,7 @@ absl::Status Loader::ReadRoute(const Value& value, const Config& config, RouteCo
 
 absl::Status Loader::ReadAllow(const Value& value, AllowRules* allow) const {
   Map map;
-  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, {"tags", "users", "nodes", "capability"}));
+  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, Section::kAllow));
   if (auto tags = map.Get("tags")) SEPAL_CONFIG_ASSIGN(allow->tags, ReadTagList(*tags));
   if (auto users = map.Get("users")) SEPAL_CONFIG_ASSIGN(allow->users, ReadStringList(*users));
   if (auto nodes = map.Get("nodes")) SEPAL_CONFIG_ASSIGN(allow->nodes, ReadStringList(*nodes));
@@ -993,10 +1061,7 @@ absl::Status Loader::ReadAllow(const Value& value, AllowRules* allow) const {
 
 absl::Status Loader::ReadLimits(const Value& value, Http2Limits* limits) const {
   Map map;
-  SEPAL_CONFIG_ASSIGN(
-      map, OpenMap(value, {"max_concurrent_streams", "max_header_list_bytes", "stream_window_bytes",
-                           "connection_window_bytes", "stream_reset_burst", "stream_reset_rate",
-                           "max_continuations"}));
+  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, Section::kLimits));
   constexpr uint64_t kMaxUint32 = std::numeric_limits<uint32_t>::max();
   auto read = [&](std::string_view key, uint64_t min, uint64_t max, auto* field) -> absl::Status {
     std::optional<Value> field_value = map.Get(key);
@@ -1025,6 +1090,19 @@ std::string JoinOrDash(const std::vector<std::string>& items) {
 }
 
 }  // namespace
+
+std::vector<std::string> KnownConfigKeyPaths() {
+  std::vector<std::string> paths;
+  for (const SectionKeys& section : kSections) {
+    for (std::string_view key : section.keys) {
+      std::string path(section.path);
+      if (!path.empty()) path += '.';
+      path += key;
+      paths.push_back(std::move(path));
+    }
+  }
+  return paths;
+}
 
 const UpstreamConfig* Config::FindUpstream(const std::string& name) const {
   for (const UpstreamConfig& upstream : upstreams) {

@@ -1,4 +1,4 @@
-// Immutable configuration model of sepal and its YAML loader (schema in DESIGN.md).
+// Immutable configuration model of sepal and its YAML loader (schema in docs/configuration.md).
 #pragma once
 
 #include <chrono>
@@ -171,6 +171,12 @@ absl::StatusOr<Config> ParseConfig(const std::string& yaml_text, const std::stri
 
 // Reads and parses a file; unreadable files are errors naming the path.
 absl::StatusOr<Config> LoadConfigFile(const std::string& path);
+
+// Every key the loader accepts, as a dotted path from the top of the file; "[]" stands for
+// each item of a list: "workers", "listeners[].limits.max_concurrent_streams". Keys of maps
+// whose keys are data (the capability names under identity.static[].capabilities) are not
+// listed. The documentation test checks that each one is documented.
+std::vector<std::string> KnownConfigKeyPaths();
 
 // Human-readable summary printed by `sepal --check`.
 std::string Summarize(const Config& config);

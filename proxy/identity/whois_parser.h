@@ -8,7 +8,7 @@
 
 namespace sepal::identity {
 
-// Tolerant of every format tailscaled has produced (see tailscale/whois-examples): field
+// Tolerant of every format tailscaled has produced (samples in tests/fixtures/whois): field
 // order and unknown fields do not matter, `CapMap` may be null or absent, IDs may exceed
 // 2^53 (they are not used). Fails on bodies that are not a WhoIs answer: not JSON, no
 // `Node`/`UserProfile` object, or a field sepal uses with the wrong type.

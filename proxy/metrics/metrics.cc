@@ -344,6 +344,16 @@ std::string Registry::Serialize() const {
   return out;
 }
 
+std::vector<FamilyInfo> Registry::ListFamilies() const {
+  std::lock_guard lock(mutex_);
+  std::vector<FamilyInfo> out;
+  out.reserve(families_.size());
+  for (const auto& [name, family] : families_) {
+    out.push_back({family->name_, family->help_, family->type_, family->label_names_});
+  }
+  return out;
+}
+
 Registry& DefaultRegistry() {
   static Registry registry;
   return registry;

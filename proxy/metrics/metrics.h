@@ -44,6 +44,14 @@ std::vector<double> DefaultDurationBuckets();
 
 class Registry;
 
+// What a family is, without its series: for listing every family a process declares.
+struct FamilyInfo {
+  std::string name;
+  std::string help;
+  MetricType type;
+  std::vector<std::string> label_names;
+};
+
 namespace internal {
 
 inline constexpr std::size_t kCacheLine = 64;
@@ -236,6 +244,8 @@ class Registry {
 
   // Families sorted by name, series by label values; families without series are left out.
   std::string Serialize() const;
+  // Every family added so far, sorted by name, series or not.
+  std::vector<FamilyInfo> ListFamilies() const;
 
  private:
   internal::Family& Add(std::string name, std::string help, MetricType type,

@@ -1,4 +1,4 @@
-// sepal's metric families (names from DESIGN.md) and the per-listener, per-worker cache
+// sepal's metric families (documented in docs/metrics.md) and the per-listener, per-worker cache
 // of label handles that keeps the request path to a hash lookup and relaxed atomic adds.
 #pragma once
 

@@ -22,11 +22,12 @@ class io_context;
 
 namespace sepal::test {
 
-// Follows tailscale/whois-examples/README.md: Host must be exactly local-tailscaled.sock and
-// no Referer/Origin may be present (else 403 "invalid localapi request\n" without the
-// Tailscale-* headers); errors are text/plain with X-Content-Type-Options: nosniff; success
-// carries Tailscale-Version and Tailscale-Cap. Whois bodies are served as given (the
-// fixtures are tab-indented like json.MarshalIndent, without a trailing newline).
+// Behaves as tailscaled's LocalAPI does (docs/deployment.md): Host must be exactly
+// local-tailscaled.sock and no Referer/Origin may be present (else 403 "invalid localapi
+// request\n" without the Tailscale-* headers); errors are text/plain with
+// X-Content-Type-Options: nosniff; success carries Tailscale-Version and Tailscale-Cap. Whois
+// bodies are served as given (the fixtures are tab-indented like json.MarshalIndent, without a
+// trailing newline).
 //
 // Serves on its own thread; every method is thread-safe. Every wait has a timeout.
 class FakeTailscaled {
