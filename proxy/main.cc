@@ -1,4 +1,6 @@
 // sepal entry point: command line, config loading, signal handling around the Server.
+#include <nghttp2/nghttp2.h>
+#include <openssl/crypto.h>
 #include <signal.h>
 
 #include <cstdio>
@@ -6,11 +8,11 @@
 #include <string>
 #include <string_view>
 
+#include "proxy/common/build_info.h"
 #include "proxy/common/log.h"
 #include "proxy/config/config.h"
 #include "proxy/server/server.h"
 #include "proxy/tls/tls_context.h"
-#include "proxy/version.h"
 #include "proxy/whois_command.h"
 
 namespace {
@@ -26,6 +28,15 @@ void PrintUsage(FILE* out) {
                "  --log-level L   minimum level of log lines on stderr (default info;\n"
                "                  also SEPAL_LOG_LEVEL)\n"
                "signals: SIGTERM/SIGINT drain gracefully and exit 0; SIGHUP re-reads the file\n");
+}
+
+// One "key value" line each, so scripts can pick a field; the labels of sepal_build_info.
+void PrintVersion() {
+  std::string version(sepal::BuildVersion()), commit(sepal::BuildCommit()),
+      build_type(sepal::BuildType());
+  std::printf("sepal %s\ncommit %s\nbuild_type %s\nnghttp2 %s\nopenssl %s\n", version.c_str(),
+              commit.c_str(), build_type.c_str(), nghttp2_version(0)->version_str,
+              OpenSSL_version(OPENSSL_VERSION));
 }
 
 int Run(const std::string& config_path) {
@@ -50,7 +61,8 @@ int Run(const std::string& config_path) {
     std::fprintf(stderr, "sepal: %s\n", std::string(status.message()).c_str());
     return 1;
   }
-  sepal::LogInfo("sepal ", SEPAL_VERSION, " started with ", server.worker_count(), " workers");
+  sepal::LogInfo("sepal ", sepal::BuildVersion(), " (", sepal::BuildCommit(), ") started with ",
+                 server.worker_count(), " workers");
   for (;;) {
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
@@ -105,7 +117,7 @@ int main(int argc, char** argv) {
       }
       sepal::g_min_log_level = parsed;
     } else if (arg == "--version") {
-      std::printf("sepal %s\n", SEPAL_VERSION);
+      PrintVersion();
       return 0;
     } else if (arg == "--help" || arg == "-h") {
       PrintUsage(stdout);
@@ -128,8 +140,7 @@ int main(int argc, char** argv) {
     }
     // Certificates and keys as the server will load them: PEM, readable, matching pairs.
     std::string certificates;
-    if (absl::Status status = sepal::tls::ValidateTlsFiles(*loaded, &certificates);
-        !status.ok()) {
+    if (absl::Status status = sepal::tls::ValidateTlsFiles(*loaded, &certificates); !status.ok()) {
       std::fprintf(stderr, "%s: %s\n", config_path.c_str(), std::string(status.message()).c_str());
       return 1;
     }

@@ -3,7 +3,7 @@
 
 #include <nghttp2/nghttp2.h>
 
-#include "proxy/version.h"
+#include "proxy/common/build_info.h"
 
 namespace sepal::stats {
 
@@ -60,7 +60,9 @@ const Families& GetFamilies() {
     f.config_last_reload_success = &r.AddGauge(
         "sepal_config_last_reload_success_timestamp_seconds",
         "Unix time of the last successful configuration load.", {});
-    f.build_info = &r.AddGauge("sepal_build_info", "Build information.", {"version"});
+    f.build_info =
+        &r.AddGauge("sepal_build_info", "Build information: version, git commit, build type.",
+                    {"version", "commit", "build_type"});
     f.access_log_lines = &r.AddCounter(
         "sepal_access_log_lines_total",
         "Access log lines, by result (dropped: the output failed or fell behind).", {"result"});
@@ -72,7 +74,10 @@ const Families& GetFamilies() {
         "sepal_peer_response_bytes_total",
         "Response body bytes by peer tailnet node (only with metrics.peer_node_label).",
         {"listener", "peer_node"});
-    f.build_info->WithLabels({SEPAL_VERSION}).Set(1);
+    f.build_info
+        ->WithLabels({std::string(BuildVersion()), std::string(BuildCommit()),
+                      std::string(BuildType())})
+        .Set(1);
     return f;
   }();
   return families;

@@ -27,11 +27,11 @@ class LargeMessageTest : public ::testing::Test {
   void SetUp() override {
     backend_ = FakeSuperLink::Start("127.0.0.1:0");
     ASSERT_NE(backend_, nullptr);
-    ASSERT_TRUE(sepal_.Start(
-        "workers: 1\nlisteners:\n  - name: fleet\n    address: 127.0.0.1:{PORT}\n"
-        "    routes:\n      - match: /sepal.test.Echo/\n        upstream: superlink\n"
-        "upstreams:\n  - name: superlink\n    address: " +
-        backend_->address() + "\n"));
+    ASSERT_TRUE(
+        sepal_.Start("workers: 1\nlisteners:\n  - name: fleet\n    address: 127.0.0.1:{PORT}\n"
+                     "    routes:\n      - match: /sepal.test.Echo/\n        upstream: superlink\n"
+                     "upstreams:\n  - name: superlink\n    address: " +
+                     backend_->address() + "\n"));
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(FakeSuperLink::kMaxMessageBytes);
     args.SetMaxSendMessageSize(FakeSuperLink::kMaxMessageBytes);
@@ -116,12 +116,13 @@ TEST(SepalProcessTest, SigtermDuringLongStreamDrainsAndExitsZero) {
   auto backend = FakeSuperLink::Start("127.0.0.1:0");
   ASSERT_NE(backend, nullptr);
   SepalProcess sepal;
-  ASSERT_TRUE(sepal.Start(
-      "workers: 2\ndrain_timeout: 10s\nlisteners:\n  - name: fleet\n"
-      "    address: 127.0.0.1:{PORT}\n    routes:\n      - match: /sepal.test.Echo/\n"
-      "        upstream: superlink\nupstreams:\n  - name: superlink\n    address: " +
-      backend->address() + "\n"));
-  auto stub = Echo::NewStub(grpc::CreateChannel(sepal.address(), grpc::InsecureChannelCredentials()));
+  ASSERT_TRUE(
+      sepal.Start("workers: 2\ndrain_timeout: 10s\nlisteners:\n  - name: fleet\n"
+                  "    address: 127.0.0.1:{PORT}\n    routes:\n      - match: /sepal.test.Echo/\n"
+                  "        upstream: superlink\nupstreams:\n  - name: superlink\n    address: " +
+                  backend->address() + "\n"));
+  auto stub =
+      Echo::NewStub(grpc::CreateChannel(sepal.address(), grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   EchoRequest request;
   request.set_response_count(20);
@@ -138,22 +139,70 @@ TEST(SepalProcessTest, SigtermDuringLongStreamDrainsAndExitsZero) {
   stopper.join();
 }
 
+// Runs a shell command; returns its exit code and puts its output (stdout and stderr) in `out`.
+int RunCommand(const std::string& command, std::string* out) {
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  char buf[512];
+  while (fgets(buf, sizeof(buf), pipe) != nullptr) *out += buf;
+  return WEXITSTATUS(pclose(pipe));
+}
+
 TEST(SepalProcessTest, CheckRejectsBadConfigWithFileAndLine) {
   char path[] = "/tmp/sepal-check-XXXXXX";
   int fd = mkstemp(path);
   std::string yaml = "listeners:\n  - name: a\n    adress: 127.0.0.1:1\n";
   ASSERT_EQ(write(fd, yaml.data(), yaml.size()), static_cast<ssize_t>(yaml.size()));
   close(fd);
-  std::string command = std::string(SEPAL_BINARY) + " --config " + path + " --check 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
   std::string output;
-  char buf[512];
-  while (fgets(buf, sizeof(buf), pipe) != nullptr) output += buf;
-  int rc = pclose(pipe);
+  int rc = RunCommand(std::string(SEPAL_BINARY) + " --config " + path + " --check", &output);
   std::remove(path);
-  EXPECT_NE(WEXITSTATUS(rc), 0);
+  EXPECT_NE(rc, 0);
   EXPECT_NE(output.find(std::string(path) + ":3"), std::string::npos) << output;
   EXPECT_NE(output.find("adress"), std::string::npos) << output;
+}
+
+// --version and sepal_build_info name the same version, commit and build type: the ones
+// this tree was configured and built from.
+TEST(SepalProcessTest, VersionAndBuildInfoNameVersionCommitAndBuildType) {
+  std::string version;
+  ASSERT_EQ(RunCommand(std::string(SEPAL_BINARY) + " --version", &version), 0);
+  EXPECT_TRUE(version.starts_with("sepal " SEPAL_EXPECTED_VERSION "\n")) << version;
+  EXPECT_NE(version.find("\nbuild_type " SEPAL_EXPECTED_BUILD_TYPE "\n"), std::string::npos)
+      << version;
+  EXPECT_NE(version.find("\nnghttp2 1."), std::string::npos) << version;
+  EXPECT_NE(version.find("\nopenssl OpenSSL 3"), std::string::npos) << version;
+  // The commit: 12 hex digits ("-dirty" when tracked files had changes) naming a commit of
+  // this repository (not necessarily HEAD: commits may have landed since the build), or
+  // "unknown" outside a git checkout.
+  size_t start = version.find("\ncommit ");
+  ASSERT_NE(start, std::string::npos) << version;
+  start += 8;
+  std::string commit = version.substr(start, version.find('\n', start) - start);
+  std::string git_output;
+  bool in_git = RunCommand("git -C " SEPAL_SOURCE_DIR " rev-parse HEAD", &git_output) == 0;
+  if (in_git) {
+    std::string hash = commit.substr(0, commit.find('-'));
+    EXPECT_EQ(hash.size(), 12u) << commit;
+    EXPECT_TRUE(commit.size() == 12 || commit.substr(12) == "-dirty") << commit;
+    git_output.clear();
+    EXPECT_EQ(
+        RunCommand("git -C " SEPAL_SOURCE_DIR " cat-file -e " + hash + "^{commit}", &git_output), 0)
+        << commit << ": " << git_output;
+  } else {
+    EXPECT_EQ(commit, "unknown");
+  }
+
+  SepalProcess sepal;
+  ASSERT_TRUE(
+      sepal.Start("admin:\n  address: 127.0.0.1:{ADMIN_PORT}\n"
+                  "listeners:\n  - name: fleet\n    address: 127.0.0.1:{PORT}\n"
+                  "    routes:\n      - match: /flwr.proto.Fleet/\n        upstream: superlink\n"
+                  "upstreams:\n  - name: superlink\n    address: unix:{DIR}/none.sock\n"));
+  std::string metrics = HttpGet(sepal.admin_port(), "/metrics");
+  EXPECT_NE(metrics.find("sepal_build_info{version=\"" SEPAL_EXPECTED_VERSION "\",commit=\"" +
+                         commit + "\",build_type=\"" SEPAL_EXPECTED_BUILD_TYPE "\"} 1"),
+            std::string::npos)
+      << metrics;
 }
 
 }  // namespace

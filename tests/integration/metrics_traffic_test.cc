@@ -134,7 +134,7 @@ TEST_F(ProxyTest, MetricsCountCallsBytesAndDecisions) {
   EXPECT_EQ(Now(lookups_series) - lookups0, 1);  // one connection, one lookup
   std::string text = metrics::DefaultRegistry().Serialize();
   EXPECT_NE(text.find("# TYPE sepal_grpc_request_duration_seconds histogram"), std::string::npos);
-  EXPECT_NE(text.find("sepal_build_info{version=\""), std::string::npos);
+  EXPECT_NE(text.find("sepal_build_info{version=\""), std::string::npos) << text;
 }
 
 TEST_F(ProxyTest, MetricsCountBadInputAndUpstreamFailures) {
