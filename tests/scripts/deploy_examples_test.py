@@ -16,7 +16,8 @@ Tailscale facts the rules encode:
 Every sepal config found must also pass `sepal --config FILE --check`.
 
 Usage: deploy_examples_test.py SEPAL_BINARY SOURCE_DIR
-  Checks deploy/compose/*.yaml, deploy/kubernetes/*.yaml and deploy/examples/*.yaml, then
+  Checks deploy/compose/*.yaml and deploy/kubernetes/*.yaml, runs --check on those and on
+  deploy/examples/*.yaml and deploy/systemd/*.yaml (the packaged config), then
   checks that each bad example under tests/scripts/deploy_fixtures/ is refused with the
   expected reason (so the rules cannot silently stop working).
 """
@@ -251,12 +252,13 @@ def main():
             if deployment.sepal_config_text is not None:
                 problems += check_with_sepal(sepal, path, deployment.sepal_config_text)
             checked += 1
-    examples = os.path.join(source, "deploy/examples")
-    for name in sorted(os.listdir(examples)):
-        if name.endswith(".yaml"):
-            with open(os.path.join(examples, name)) as f:
-                problems += check_with_sepal(sepal, name, f.read())
-            checked += 1
+    for folder in ("deploy/examples", "deploy/systemd"):
+        for name in sorted(os.listdir(os.path.join(source, folder))):
+            if name.endswith(".yaml"):
+                path = os.path.join(source, folder, name)
+                with open(path) as f:
+                    problems += check_with_sepal(sepal, path, f.read())
+                checked += 1
     fixtures = os.path.join(source, "tests/scripts/deploy_fixtures")
     for name, expected in FIXTURES.items():
         found = check_deployment(load(os.path.join(fixtures, name)))
