@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Writes the hand-made seeds of the proxy_protocol, whois and localapi corpora.
+
+Usage: tests/fuzz/tools/make_seeds.py [CORPUS_DIR]   (default: tests/fuzz/corpus)
+The downstream corpus comes from make_h2_seeds (a C++ tool on nghttp2's client API), the
+config corpus is hand-written YAML. Re-running this rewrites the same files.
+"""
+import ipaddress
+import os
+import struct
+import sys
+
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+MODE_V1, MODE_V2, MODE_ANY = b"\x00", b"\x01", b"\x02"
+
+
+def v2(command, family, addresses, tlvs=b""):
+    payload = addresses + tlvs
+    return V2_SIGNATURE + bytes([0x20 | command, family]) + struct.pack("!H", len(payload)) + payload
+
+
+def v2_inet(src, dst, sport, dport):
+    packed = ipaddress.ip_address(src).packed + ipaddress.ip_address(dst).packed
+    return packed + struct.pack("!HH", sport, dport)
+
+
+def proxy_protocol():
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    tlv = bytes([0x01, 0x00, 0x02]) + b"h2" + bytes([0x04, 0x00, 0x00])  # ALPN, NOOP
+    return {
+        "v1-tcp4": MODE_V1 + b"PROXY TCP4 100.101.12.34 100.64.0.1 41000 9092\r\n" + preface,
+        "v1-tcp6": MODE_ANY + b"PROXY TCP6 fd7a:115c:a1e0::1 fd7a:115c:a1e0::2 5 9092\r\n",
+        "v1-unknown": MODE_V1 + b"PROXY UNKNOWN\r\n",
+        "v1-unknown-long": MODE_ANY + b"PROXY UNKNOWN ffff::1 ffff::2 65535 65535\r\n",
+        "v1-partial": MODE_V1 + b"PROXY TCP4 1.2.3.4 5.6",
+        "v2-tcp4": MODE_V2 + v2(1, 0x11, v2_inet("100.101.12.34", "100.64.0.1", 41000, 9092)),
+        "v2-tcp6-tlv": MODE_ANY + v2(1, 0x21, v2_inet("fd7a:115c:a1e0::1", "::1", 1, 2), tlv)
+        + preface,
+        "v2-local": MODE_V2 + v2(0, 0x00, b""),
+        "v2-unix": MODE_V2 + v2(1, 0x31, b"/a".ljust(108, b"\0") + b"/b".ljust(108, b"\0")),
+        "v2-udp4": MODE_ANY + v2(1, 0x12, v2_inet("1.2.3.4", "5.6.7.8", 1, 2)),
+        "v2-truncated": MODE_V2 + v2(1, 0x11, v2_inet("1.2.3.4", "5.6.7.8", 1, 2))[:20],
+    }
+
+
+def whois():
+    return {
+        "null-capmap.json": b'{"Node":{"Name":"a.ts.net.","ComputedName":"a","Tags":null},'
+        b'"UserProfile":{"LoginName":"alice@example.com"},"CapMap":null}',
+        "methods-string.json": b'{"Node":{"Name":"n.t.ts.net.","Tags":["tag:supernode"]},'
+        b'"UserProfile":{"LoginName":"tagged-devices"},"CapMap":{"example.com/cap/flower":'
+        b'[{"methods":"/flwr.proto.Fleet/*"},{"methods":[1,"/x/Y"]},7,null],"b/cap":null}}',
+        "bad-tags.json": b'{"Node":{"Tags":"tag:x"},"UserProfile":{}}',
+        "big-ids.json": b'{"Node":{"ID":123456789012345678901234567890,"StableID":"n1"},'
+        b'"UserProfile":{"ID":1e400,"LoginName":"\\u00e9"}}',
+    }
+
+
+def http(status_line, headers, body=b""):
+    head = b"HTTP/1.1 " + status_line + b"\r\n" + b"".join(h + b"\r\n" for h in headers)
+    return head + b"\r\n" + body
+
+
+def chunked(*pieces):
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+def localapi():
+    # Byte 0: bit 0 = watch-ipn-bus, bits 1-2 = body limit (0, 16, 1024, 1 MiB); byte 1: piece.
+    get_1m, get_16, watch = b"\x06", b"\x02", b"\x01"
+    json = b'{"Self":{"DNSName":"sepal.tail3c4d5e.ts.net."}}'
+    plain = [b"Content-Type: text/plain; charset=utf-8", b"X-Content-Type-Options: nosniff"]
+    return {
+        "status-200": get_1m + b"\x07" + http(b"200 OK", [b"Content-Type: application/json",
+                                                           b"Content-Length: %d" % len(json)], json),
+        "status-chunked": get_1m + b"\x02" + http(b"200 OK", [b"Transfer-Encoding: chunked"],
+                                                  chunked(json[:9], json[9:])),
+        "whois-404": get_1m + b"\xff" + http(b"404 Not Found", plain + [b"Content-Length: 10"],
+                                             b"not found\n"),
+        "cert-429": get_1m + b"\x00" + http(b"429 Too Many Requests",
+                                            [b"Retry-After: 120", b"Content-Length: 0"]),
+        "too-large": get_16 + b"\x10" + http(b"200 OK", [b"Content-Length: 40"], b"x" * 40),
+        "until-close": get_1m + b"\x03" + http(b"200 OK", [b"Connection: close"], b"body to eof"),
+        "watch-lines": watch + b"\x05" + http(b"200 OK", [b"Content-Type: application/json",
+                                                          b"Transfer-Encoding: chunked"],
+                                              chunked(b'{"Version":"1.102.3"}\n{"NetMap":',
+                                                      b'{}}\n\n{"State":6}\n')),
+        "watch-403": watch + b"\xff" + http(b"403 Forbidden", plain + [b"Content-Length: 25"],
+                                            b"invalid localapi request\n"),
+    }
+
+
+def main():
+    root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..",
+                                                               "corpus")
+    for target, seeds in (("proxy_protocol", proxy_protocol()), ("whois", whois()),
+                          ("localapi", localapi())):
+        os.makedirs(os.path.join(root, target), exist_ok=True)
+        for name, data in seeds.items():
+            with open(os.path.join(root, target, name), "wb") as out:
+                out.write(data)
+
+
+if __name__ == "__main__":
+    main()
