@@ -15,8 +15,10 @@
 #include <exception>
 #include <initializer_list>
 #include <limits>
+#include <optional>
 #include <set>
 #include <span>
+#include <sstream>
 #include <string_view>
 #include <type_traits>
 #include <utility>
@@ -24,6 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "yaml-cpp/eventhandler.h"
 #include "yaml-cpp/yaml.h"
 
 namespace sepal::config {
@@ -1111,16 +1114,68 @@ const UpstreamConfig* Config::FindUpstream(const std::string& name) const {
   return nullptr;
 }
 
+// Where a second YAML document starts (its first token, and its first node), if the text
+// holds more than one. Parses events only, and never more than two documents.
+namespace {
+struct SecondDocument {
+  YAML::Mark start;
+  std::optional<YAML::Mark> node;
+};
+std::optional<SecondDocument> FindSecondDocument(const std::string& yaml_text) {
+  struct DocumentCounter final : YAML::EventHandler {
+    void OnDocumentStart(const YAML::Mark& mark) override {
+      if (++documents == 2) second = SecondDocument{mark, std::nullopt};
+    }
+    void Node(const YAML::Mark& mark) {
+      if (second && !second->node) second->node = mark;
+    }
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { Node(mark); }
+    void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { Node(mark); }
+    void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                  const std::string&) override {
+      Node(mark);
+    }
+    void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                         YAML::EmitterStyle::value) override {
+      Node(mark);
+    }
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                    YAML::EmitterStyle::value) override {
+      Node(mark);
+    }
+    void OnMapEnd() override {}
+    int documents = 0;
+    std::optional<SecondDocument> second;
+  };
+  std::istringstream input(yaml_text);
+  YAML::Parser parser(input);
+  DocumentCounter counter;
+  for (int i = 0; i < 2 && parser.HandleNextDocument(counter); ++i) {
+  }
+  return counter.second;
+}
+}  // namespace
+
 absl::StatusOr<Config> ParseConfig(const std::string& yaml_text, const std::string& source_name) {
   Loader loader(source_name);
   try {
-    std::vector<YAML::Node> documents = YAML::LoadAll(yaml_text);
-    if (documents.size() > 1) {
-      return loader.ErrorAt(LineOf(documents[1], 1), "",
+    // Not YAML::LoadAll: yaml-cpp 0.7 never consumes a ',' outside a flow collection (",",
+    // "- a\n,", "\"x\","), so LoadAll returns an endless run of null documents, growing
+    // memory until the process dies (tests/fuzz/reproducers/config). Count at most two
+    // documents first, then load the one.
+    if (std::optional<SecondDocument> second = FindSecondDocument(yaml_text)) {
+      size_t pos = second->start.pos < 0 ? yaml_text.size() : second->start.pos;
+      if (pos < yaml_text.size() && yaml_text[pos] == ',') {
+        return loader.ErrorAt(second->start.line + 1, "",
+                              "YAML syntax: unexpected ',' outside a [list] or {map}");
+      }
+      return loader.ErrorAt(second->node.value_or(second->start).line + 1, "",
                             "the file holds several YAML documents; expected one");
     }
     Config config;
-    SEPAL_CONFIG_TRY(loader.LoadRoot(documents.empty() ? YAML::Node() : documents[0], &config));
+    SEPAL_CONFIG_TRY(loader.LoadRoot(YAML::Load(yaml_text), &config));
     return config;
   } catch (const YAML::Exception& e) {
     // yaml-cpp's message already carries "line, column"; ours leads with file:line.
