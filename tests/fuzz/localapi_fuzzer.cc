@@ -103,11 +103,30 @@ struct Outcome {
   std::vector<std::string> lines;           // watch
   std::string disconnect_reason;            // watch
 
+  std::string Describe() const {
+    std::string text = "calls " + std::to_string(calls) + ", failure " +
+                       std::to_string(static_cast<int>(response.failure)) + " (" +
+                       response.error + "), status " + std::to_string(response.status) +
+                       ", body " + std::to_string(response.body.size()) + " bytes, " +
+                       std::to_string(lines.size()) + " lines, disconnect: " + disconnect_reason;
+    return text;
+  }
+
   bool operator==(const Outcome& other) const {
     return calls == other.calls && response.failure == other.response.failure &&
            response.status == other.response.status && response.body == other.response.body &&
            response.retry_after == other.response.retry_after && lines == other.lines &&
-           disconnect_reason == other.disconnect_reason;
+           ReasonKind() == other.ReasonKind();
+  }
+
+  // How a watch ended: cleanly, with tailscaled's error answer, or on a broken response.
+  // (Which parse error Beast names for a broken one can depend on where the reads split.)
+  std::string ReasonKind() const {
+    if (disconnect_reason == "stream ended" ||
+        disconnect_reason.starts_with("watch-ipn-bus returned")) {
+      return disconnect_reason;
+    }
+    return "broken response";
   }
 };
 
@@ -154,7 +173,7 @@ void CheckOutcome(const Outcome& outcome, bool watch, size_t max_body, size_t se
   }
   const LocalApiResponse& response = outcome.response;
   if (response.ok()) {
-    FUZZ_CHECK(response.status >= 100 && response.status <= 999, "a 3-digit status");
+    FUZZ_CHECK(response.status <= 999, "a 3-digit status");  // Beast takes "042" too
     FUZZ_CHECK(response.body.size() <= max_body, "the body limit holds");
     FUZZ_CHECK(response.body.size() + response.retry_after.size() <= sent, "from the bytes sent");
     FUZZ_CHECK(response.error.empty(), "no error on success");
@@ -177,7 +196,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   CheckOutcome(whole, watch, max_body, response.size());
   if (piece < response.size()) {
     Outcome pieces = Serve(watch, max_body, response, piece);
-    FUZZ_CHECK(pieces == whole, "the same answer however the bytes arrive");
+    FUZZ_CHECK(pieces == whole, "the same answer however the bytes arrive: whole: " +
+                                    whole.Describe() + "; in pieces: " + pieces.Describe());
   }
   return 0;
 }

@@ -9,3 +9,7 @@ foreach(target IN LISTS SEPAL_FUZZ_TARGETS)
                    ${CMAKE_CURRENT_LIST_DIR}/reproducers/${target})
   set_tests_properties(fuzz_replay_${target} PROPERTIES LABELS fuzz TIMEOUT 60)
 endforeach()
+
+# Writes the downstream target's seed corpus (tools/make_h2_seeds.cc; not run by ctest).
+add_executable(fuzz_make_h2_seeds ${CMAKE_CURRENT_LIST_DIR}/tools/make_h2_seeds.cc)
+target_link_libraries(fuzz_make_h2_seeds PRIVATE PkgConfig::NGHTTP2 sepal_warnings)

@@ -9,7 +9,8 @@
 namespace sepal::fuzz {
 
 inline const std::string& ScratchDir() {
-  static const std::string dir = [] {
+  // Never destroyed: the atexit handler below runs after static destructors would have.
+  static const std::string& dir = *new std::string([] {
     const char* tmp = std::getenv("TMPDIR");
     std::string pattern = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") +
                           "/sepal-fuzz-XXXXXX";
@@ -19,7 +20,7 @@ inline const std::string& ScratchDir() {
       std::filesystem::remove_all(ScratchDir(), ignored);
     });
     return pattern;
-  }();
+  }());
   return dir;
 }
 

@@ -1,7 +1,7 @@
 # The fuzz targets, one line each: name, sources (in this folder), sepal libraries. Used by
 # CMakeLists.txt here (libFuzzer executables, fuzz build) and by replay.cmake (the same
 # sources linked with replay_main.cc and registered with ctest, every build with tests).
-set(SEPAL_FUZZ_TARGETS config proxy_protocol whois localapi)
+set(SEPAL_FUZZ_TARGETS config proxy_protocol whois localapi downstream)
 set(SEPAL_FUZZ_config_SOURCES config_fuzzer.cc)
 set(SEPAL_FUZZ_config_LIBS sepal_config)
 set(SEPAL_FUZZ_proxy_protocol_SOURCES proxy_protocol_fuzzer.cc)

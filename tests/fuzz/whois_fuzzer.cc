@@ -23,8 +23,8 @@ void CheckCapabilities(const PeerIdentity& identity) {
   FUZZ_CHECK(!ec && parsed.is_object(), identity.capabilities_json);
   const boost::json::object& object = parsed.as_object();
   FUZZ_CHECK(object.size() == identity.capabilities.size(), identity.capabilities_json);
-  FUZZ_CHECK(boost::json::serialize(parsed) == identity.capabilities_json,
-             "capabilities_json is compact");
+  // (Not checked: that re-serializing gives the same text. Boost.JSON 1.81 reads numbers
+  // beyond double precision imprecisely, so such a value changes on each round trip.)
   std::string_view previous;
   bool first = true;
   for (const auto& entry : object) {
