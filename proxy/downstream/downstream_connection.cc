@@ -355,6 +355,9 @@ void DownstreamConnection::BeginShutdown(bool final_goaway) {
 
 void DownstreamConnection::OnClose(std::string_view reason) {
   if (handshake_timer_) handshake_timer_->cancel();
+  // Its handler holds this connection: without the cancel a connection closed during its
+  // PROXY header (bad header, client gone) and its buffers stayed alive for the full 5 s.
+  if (proxy_header_timer_) proxy_header_timer_->cancel();
   LogDebug("listener ", listener_.name(), ": connection from ", peer_, " closed: ", reason,
            " (", streams_.size(), " streams open)");
   // Streams reset their upstream halves as they go.
