@@ -104,7 +104,7 @@ absl::Status ServerContextStore::Reload(const config::Config& config) {
       LogInfo("listener ", built.listener,
               ": TLS certificate from tailscaled; handshakes wait for the first one");
     }
-    slot->current_.store(std::move(built.context), std::memory_order_release);
+    slot->Replace(std::move(built.context));
   }
   for (const auto& [listener, why] : kept) {
     LogError("listener ", listener, ": TLS certificate reload failed, keeping the current one: ",
@@ -143,7 +143,7 @@ absl::Status ServerContextStore::UpdatePair(const std::string& listener,
   WarnIfExpired(listener, **context);
   CountReload(listener, true);
   slot.fetched_pem.emplace(std::string(certificate_chain_pem), std::string(private_key_pem));
-  slot.current_.store(*std::move(context), std::memory_order_release);
+  slot.Replace(*std::move(context));
   return absl::OkStatus();
 }
 

@@ -12,7 +12,6 @@
 // arrives, handshakes on that listener are refused (reason "no_certificate").
 #pragma once
 
-#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -31,12 +30,22 @@ class ServerContextSlot {
  public:
   // Null while a tailscale-sourced listener has no certificate yet.
   std::shared_ptr<const ServerContext> Current() const {
-    return current_.load(std::memory_order_acquire);
+    std::lock_guard lock(current_mutex_);
+    return current_;
   }
 
  private:
   friend class ServerContextStore;
-  std::atomic<std::shared_ptr<const ServerContext>> current_;
+  void Replace(std::shared_ptr<const ServerContext> context) {
+    std::lock_guard lock(current_mutex_);
+    current_.swap(context);  // the old context is released outside the lock
+  }
+
+  // A mutex, not std::atomic<std::shared_ptr>: libstdc++ 12's atomic load releases its lock
+  // bit with a relaxed store, so a load and the next store are not ordered (ThreadSanitizer
+  // reports it). One uncontended lock per TLS handshake costs nothing next to the handshake.
+  mutable std::mutex current_mutex_;
+  std::shared_ptr<const ServerContext> current_;
   // Guarded by the store's mutex: what the context was built from.
   config::ListenerTlsConfig settings;
   std::optional<std::pair<std::string, std::string>> fetched_pem;  // tailscale: cert, key
