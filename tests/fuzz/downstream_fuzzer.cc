@@ -57,7 +57,10 @@
 #define SEPAL_FUZZ_ASAN 1
 #endif
 #ifdef SEPAL_FUZZ_ASAN
-#include <sanitizer/allocator_interface.h>
+// Declared here rather than from <sanitizer/allocator_interface.h>: g++ 12 does not ship that
+// header, but its libasan exports the function as clang's does (the asan preset builds this
+// file as a replay test).
+extern "C" size_t __sanitizer_get_current_allocated_bytes();
 #endif
 
 namespace {
