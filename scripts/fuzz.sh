@@ -43,7 +43,9 @@ for target in "${targets[@]}"; do
   status=0
   # The kill guard only matters if libFuzzer itself wedges (it has its own -timeout per input).
   # shellcheck disable=SC2086
-  (cd "$scratch" && timeout -s KILL $((seconds + 300)) nice \
+  # TMPDIR: the targets' unix sockets go under the scratch directory too (libFuzzer's exit
+  # path skips their atexit clean-up).
+  (cd "$scratch" && TMPDIR=$scratch timeout -s KILL $((seconds + 300)) nice \
       "$root/build-fuzz/tests/fuzz/${target}_fuzzer" -max_total_time="$seconds" \
       -rss_limit_mb=2048 -timeout=25 -print_final_stats=1 ${extra[$target]:-} \
       -artifact_prefix="$scratch/$target-" "$corpus") 2>&1 | tee "$scratch/$target.log" ||
@@ -51,7 +53,10 @@ for target in "${targets[@]}"; do
   if [[ $status -ne 0 ]]; then
     failed+=("$target")
     echo "=== $target FAILED (exit $status); inputs written:"
-    ls -1 "$scratch/$target-"{crash,leak,timeout,oom,slow-unit}-* 2>/dev/null || echo "  (none)"
+    shopt -s nullglob
+    found=("$scratch/$target-"{crash,leak,timeout,oom,slow-unit}-*)
+    shopt -u nullglob
+    if [[ ${#found[@]} -gt 0 ]]; then printf '  %s\n' "${found[@]}"; else echo "  (none)"; fi
   fi
 done
 
