@@ -337,9 +337,11 @@ void Server::Stop() {
   tailscale_certificates_->Stop();
   if (admin_) admin_->Stop();
   for (auto& worker : workers_) worker->Stop();
-  workers_.clear();
+  // The identity provider answers lookups still in flight as it shuts down, by posting to
+  // the waiting connection's worker: stop it while the (stopped) workers still exist.
   if (identity_) identity_->Shutdown();
   identity_.reset();
+  workers_.clear();
   access_log_.reset();
 }
 

@@ -9,6 +9,7 @@
 
 #include "tests/integration/proxy_fixture.h"
 #include "tests/support/fake_tailscaled.h"
+#include "tests/support/h2_test_client.h"
 
 namespace sepal::test {
 namespace {
@@ -105,6 +106,27 @@ TEST_F(TailscaleE2eTest, SlowTailscaledTimesOutWithUnavailable) {
   StartSepal(TailscaleConfig(tailscaled_->socket_path(), backend_->address()));
   grpc::Status status = CallFleet(NewChannel());
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+}
+
+// Stopping sepal while a WhoIs is in flight: the provider answers the waiting connection
+// ("shutting down") on that connection's worker, which must still exist then (it was
+// destroyed first: heap-use-after-free under ASan, seen as a flaky TLS test).
+TEST_F(TailscaleE2eTest, StoppingWhileAWhoisIsInFlightIsSafe) {
+  ASSERT_TRUE(tailscaled_->AddPeer("127.0.0.1", FakeTailscaled::LoadFixture("tagged-node.json")));
+  tailscaled_->SetDelay(std::chrono::milliseconds(1500));  // lookup_timeout is 500ms
+  StartSepal(TailscaleConfig(tailscaled_->socket_path(), backend_->address()));
+  std::string error;
+  auto client = H2TestClient::Connect(SepalAddress(), &error);
+  ASSERT_NE(client, nullptr) << error;
+  int32_t stream =
+      client->SubmitRequest(H2TestClient::GrpcRequestHeaders("/flwr.proto.Fleet/CreateNode"), true);
+  ASSERT_GT(stream, 0);
+  // The lookup reaches the (slow) fake tailscaled before sepal stops.
+  ASSERT_TRUE(tailscaled_->WaitForRequestCount(1, std::chrono::seconds(3)));
+  server_->Stop();
+  server_.reset();
+  EXPECT_TRUE(client->WaitForConnectionClose(std::chrono::seconds(3)));
+  EXPECT_EQ(backend_->TotalCallCount(), 0);
 }
 
 TEST_F(TailscaleE2eTest, WhoisCommandReportsWhatTailscaledSays) {
