@@ -199,6 +199,9 @@ class WatchExchange final : public Exchange, public LocalApiClient::Watch {
   }
 
   void ReadBody() {
+    // A response without a body (304, 204, Content-Length: 0) is complete after its header;
+    // reading on from a finished parser is an error (Beast asserts in debug builds).
+    if (parser_.is_done()) return End("stream ended");
     parser_.get().body().data = chunk_.data();
     parser_.get().body().size = chunk_.size();
     http::async_read_some(socket_, buffer_, parser_,
