@@ -70,20 +70,26 @@ enum class Section {
   kRoute,
   kAllow,
   kLimits,
+  kPeerLimits,
+  kPeerLimitOverride,
+  kCircuitBreaker,
+  kMemory,
 };
 
-constexpr std::string_view kRootKeys[] = {"admin",    "metrics",    "workers",   "drain_timeout",
-                                          "identity", "access_log", "listeners", "upstreams"};
+constexpr std::string_view kRootKeys[] = {"admin",    "metrics",    "memory",    "workers",
+                                          "drain_timeout", "identity", "access_log",
+                                          "listeners", "upstreams"};
 constexpr std::string_view kAdminKeys[] = {"address"};
 constexpr std::string_view kMetricsKeys[] = {"peer_node_label"};
 constexpr std::string_view kIdentityKeys[] = {"provider", "tailscale", "static"};
 constexpr std::string_view kIdentityTailscaleKeys[] = {"socket", "cache_ttl", "lookup_timeout"};
 constexpr std::string_view kStaticIdentityKeys[] = {"match", "node", "user", "tags",
                                                     "capabilities"};
-constexpr std::string_view kUpstreamKeys[] = {"name", "address", "tls", "connect_timeout"};
+constexpr std::string_view kUpstreamKeys[] = {"name", "address", "tls", "connect_timeout",
+                                              "circuit_breaker"};
 constexpr std::string_view kUpstreamTlsKeys[] = {"ca", "server_name", "certificate", "private_key"};
-constexpr std::string_view kListenerKeys[] = {"name", "address", "proxy_protocol",
-                                              "tls",  "routes",  "limits"};
+constexpr std::string_view kListenerKeys[] = {"name",   "address", "proxy_protocol", "tls",
+                                              "routes", "limits",  "peer_limits"};
 constexpr std::string_view kListenerTlsKeys[] = {"source", "certificate", "private_key",
                                                  "client_ca", "handshake_timeout"};
 constexpr std::string_view kRouteKeys[] = {"match", "upstream", "allow"};
@@ -91,7 +97,16 @@ constexpr std::string_view kAllowKeys[] = {"tags", "users", "nodes", "capability
 constexpr std::string_view kLimitsKeys[] = {"max_concurrent_streams", "max_header_list_bytes",
                                             "stream_window_bytes",    "connection_window_bytes",
                                             "stream_reset_burst",     "stream_reset_rate",
-                                            "max_continuations"};
+                                            "max_continuations",      "request_progress_timeout",
+                                            "glitch_burst",           "glitch_rate"};
+constexpr std::string_view kPeerLimitsKeys[] = {"connections", "concurrent_calls",
+                                                "calls_per_second", "calls_burst", "overrides"};
+constexpr std::string_view kPeerLimitOverrideKeys[] = {
+    "tags", "users", "nodes", "connections", "concurrent_calls", "calls_per_second",
+    "calls_burst"};
+constexpr std::string_view kCircuitBreakerKeys[] = {
+    "max_concurrent_streams", "max_pending_streams", "max_new_streams_per_second"};
+constexpr std::string_view kMemoryKeys[] = {"high_watermark_bytes", "low_watermark_bytes"};
 
 struct SectionKeys {
   Section section;
@@ -116,13 +131,17 @@ constexpr SectionKeys kSections[] = {
     {Section::kRoute, "listeners[].routes[]", kRouteKeys},
     {Section::kAllow, "listeners[].routes[].allow", kAllowKeys},
     {Section::kLimits, "listeners[].limits", kLimitsKeys},
+    {Section::kPeerLimits, "listeners[].peer_limits", kPeerLimitsKeys},
+    {Section::kPeerLimitOverride, "listeners[].peer_limits.overrides[]", kPeerLimitOverrideKeys},
+    {Section::kCircuitBreaker, "upstreams[].circuit_breaker", kCircuitBreakerKeys},
+    {Section::kMemory, "memory", kMemoryKeys},
 };
 
 constexpr bool SectionsInOrder() {
   for (size_t i = 0; i < std::size(kSections); ++i) {
     if (static_cast<size_t>(kSections[i].section) != i) return false;
   }
-  return std::size(kSections) == static_cast<size_t>(Section::kLimits) + 1;
+  return std::size(kSections) == static_cast<size_t>(Section::kMemory) + 1;
 }
 static_assert(SectionsInOrder(), "kSections must list every Section once, in enum order");
 
@@ -390,6 +409,22 @@ class Loader {
   absl::Status ReadRoute(const Value& value, const Config& config, RouteConfig* route) const;
   absl::Status ReadAllow(const Value& value, AllowRules* allow) const;
   absl::Status ReadLimits(const Value& value, Http2Limits* limits) const;
+  // Reads an unsigned integer key of `map`, if present, into *field.
+  template <typename Field>
+  absl::Status ReadOptionalInteger(const Map& map, std::string_view key, uint64_t min,
+                                   uint64_t max, Field* field) const {
+    std::optional<Value> field_value = map.Get(key);
+    if (!field_value) return absl::OkStatus();
+    uint64_t number = 0;
+    SEPAL_CONFIG_ASSIGN(number, ReadInteger(*field_value, min, max));
+    *field = static_cast<Field>(number);
+    return absl::OkStatus();
+  }
+  absl::Status ReadPeerLimits(const Value& value, PeerLimitsConfig* peer_limits) const;
+  // The cap keys shared by peer_limits and its overrides, read from `map` into `values`.
+  absl::Status ReadPeerLimitValues(const Map& map, PeerLimitValues* values) const;
+  absl::Status ReadCircuitBreaker(const Value& value, CircuitBreakerConfig* breaker) const;
+  absl::Status ReadMemory(const Value& value, MemoryConfig* memory) const;
 
   std::string source_;
 };
@@ -560,6 +595,7 @@ absl::Status Loader::LoadRoot(const YAML::Node& root, Config* config) {
       SEPAL_CONFIG_ASSIGN(config->metrics.peer_node_label, ReadBool(*label));
     }
   }
+  if (auto value = map.Get("memory")) SEPAL_CONFIG_TRY(ReadMemory(*value, &config->memory));
   if (auto value = map.Get("workers")) {
     SEPAL_CONFIG_ASSIGN(config->workers, ReadInteger(*value, 0, kMaxWorkers));
   }
@@ -847,6 +883,9 @@ absl::Status Loader::ReadUpstream(const Value& value, UpstreamConfig* upstream) 
   if (auto timeout = map.Get("connect_timeout")) {
     SEPAL_CONFIG_ASSIGN(upstream->connect_timeout, ReadDuration(*timeout));
   }
+  if (auto breaker = map.Get("circuit_breaker")) {
+    SEPAL_CONFIG_TRY(ReadCircuitBreaker(*breaker, &upstream->circuit_breaker));
+  }
   return absl::OkStatus();
 }
 
@@ -906,6 +945,9 @@ absl::Status Loader::ReadListener(const Value& value, const Config& config,
   if (auto routes = map.Get("routes"))
     SEPAL_CONFIG_TRY(ReadRoutes(*routes, config, &listener->routes));
   if (auto limits = map.Get("limits")) SEPAL_CONFIG_TRY(ReadLimits(*limits, &listener->limits));
+  if (auto peer_limits = map.Get("peer_limits")) {
+    SEPAL_CONFIG_TRY(ReadPeerLimits(*peer_limits, &listener->peer_limits));
+  }
   return absl::OkStatus();
 }
 
@@ -1085,6 +1127,85 @@ absl::Status Loader::ReadLimits(const Value& value, Http2Limits* limits) const {
   SEPAL_CONFIG_TRY(read("stream_reset_rate", 1, kMaxUint32, &limits->stream_reset_rate));
   // Zero is meaningful here: header blocks must then fit in a single HEADERS frame.
   SEPAL_CONFIG_TRY(read("max_continuations", 0, 1024, &limits->max_continuations));
+  if (auto timeout = map.Get("request_progress_timeout")) {
+    SEPAL_CONFIG_ASSIGN(limits->request_progress_timeout, ReadDuration(*timeout));
+  }
+  SEPAL_CONFIG_TRY(read("glitch_burst", 1, kMaxUint32, &limits->glitch_burst));
+  SEPAL_CONFIG_TRY(read("glitch_rate", 0, kMaxUint32, &limits->glitch_rate));
+  return absl::OkStatus();
+}
+
+absl::Status Loader::ReadPeerLimitValues(const Map& map, PeerLimitValues* values) const {
+  constexpr uint64_t kMaxUint32 = std::numeric_limits<uint32_t>::max();
+  SEPAL_CONFIG_TRY(
+      ReadOptionalInteger(map, "connections", 0, kMaxUint32, &values->connections));
+  SEPAL_CONFIG_TRY(ReadOptionalInteger(map, "concurrent_calls", 0, kMaxUint32,
+                                       &values->concurrent_calls));
+  SEPAL_CONFIG_TRY(ReadOptionalInteger(map, "calls_per_second", 0, kMaxUint32,
+                                       &values->calls_per_second));
+  SEPAL_CONFIG_TRY(
+      ReadOptionalInteger(map, "calls_burst", 0, kMaxUint32, &values->calls_burst));
+  return absl::OkStatus();
+}
+
+absl::Status Loader::ReadPeerLimits(const Value& value, PeerLimitsConfig* peer_limits) const {
+  Map map;
+  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, Section::kPeerLimits));
+  SEPAL_CONFIG_TRY(ReadPeerLimitValues(map, &peer_limits->limits));
+  std::optional<Value> overrides = map.Get("overrides");
+  if (!overrides) return absl::OkStatus();
+  std::vector<Value> items;
+  SEPAL_CONFIG_ASSIGN(items, ReadList(*overrides));
+  for (const Value& item : items) {
+    Map entry;
+    SEPAL_CONFIG_ASSIGN(entry, OpenMap(item, Section::kPeerLimitOverride));
+    PeerLimitOverride override_entry;
+    if (auto tags = entry.Get("tags")) SEPAL_CONFIG_ASSIGN(override_entry.tags, ReadTagList(*tags));
+    if (auto users = entry.Get("users")) {
+      SEPAL_CONFIG_ASSIGN(override_entry.users, ReadStringList(*users));
+    }
+    if (auto nodes = entry.Get("nodes")) {
+      SEPAL_CONFIG_ASSIGN(override_entry.nodes, ReadStringList(*nodes));
+    }
+    if (override_entry.tags.empty() && override_entry.users.empty() &&
+        override_entry.nodes.empty()) {
+      return Error(item, "needs at least one of tags, users, nodes (whom the override is for)");
+    }
+    override_entry.limits = peer_limits->limits;
+    SEPAL_CONFIG_TRY(ReadPeerLimitValues(entry, &override_entry.limits));
+    peer_limits->overrides.push_back(std::move(override_entry));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Loader::ReadCircuitBreaker(const Value& value, CircuitBreakerConfig* breaker) const {
+  Map map;
+  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, Section::kCircuitBreaker));
+  constexpr uint64_t kMaxUint32 = std::numeric_limits<uint32_t>::max();
+  SEPAL_CONFIG_TRY(ReadOptionalInteger(map, "max_concurrent_streams", 0, kMaxUint32,
+                                       &breaker->max_concurrent_streams));
+  SEPAL_CONFIG_TRY(ReadOptionalInteger(map, "max_pending_streams", 0, kMaxUint32,
+                                       &breaker->max_pending_streams));
+  SEPAL_CONFIG_TRY(ReadOptionalInteger(map, "max_new_streams_per_second", 0, kMaxUint32,
+                                       &breaker->max_new_streams_per_second));
+  return absl::OkStatus();
+}
+
+absl::Status Loader::ReadMemory(const Value& value, MemoryConfig* memory) const {
+  Map map;
+  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, Section::kMemory));
+  constexpr uint64_t kMax = uint64_t{1} << 50;
+  SEPAL_CONFIG_TRY(ReadOptionalInteger(map, "high_watermark_bytes", 0, kMax,
+                                       &memory->high_watermark_bytes));
+  bool low_given = map.Get("low_watermark_bytes").has_value();
+  SEPAL_CONFIG_TRY(ReadOptionalInteger(map, "low_watermark_bytes", 0, kMax,
+                                       &memory->low_watermark_bytes));
+  if (!low_given) memory->low_watermark_bytes = memory->high_watermark_bytes / 4 * 3;
+  if (memory->high_watermark_bytes != 0 &&
+      memory->low_watermark_bytes >= memory->high_watermark_bytes) {
+    return Error(low_given ? *map.Get("low_watermark_bytes") : value,
+                 "low_watermark_bytes must be below high_watermark_bytes");
+  }
   return absl::OkStatus();
 }
 

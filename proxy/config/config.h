@@ -111,8 +111,45 @@ struct Http2Limits {
   uint64_t stream_reset_burst = 1000;
   uint64_t stream_reset_rate = 33;  // per second
   size_t max_continuations = 8;     // CONTINUATION frames per header block
+  // Slow request bodies: a call whose request stops arriving (while sepal waits for it and
+  // before the upstream answered) for this long is ended with UNAVAILABLE.
+  Duration request_progress_timeout = std::chrono::seconds(30);
+  // Glitch accounting: a token bucket of frames no well-behaved client needs (empty DATA,
+  // PING/SETTINGS/PRIORITY floods, streams reset before their answer, ...). Empty: GOAWAY
+  // ENHANCE_YOUR_CALM.
+  uint32_t glitch_burst = 200;
+  uint32_t glitch_rate = 10;  // per second
 
   bool operator==(const Http2Limits&) const = default;
+};
+
+// Per-peer fairness caps (listeners[].peer_limits); 0 = no cap. A peer is a tailnet node, or
+// an address when no identity provider is configured.
+struct PeerLimitValues {
+  uint32_t connections = 16;       // open connections per peer on this listener
+  uint32_t concurrent_calls = 32;  // calls in flight per peer, over all its connections
+  uint32_t calls_per_second = 100;  // token bucket refill ...
+  uint32_t calls_burst = 200;       // ... and size
+
+  bool operator==(const PeerLimitValues&) const = default;
+};
+
+// Different caps for some peers: the first override naming one of the peer's tags, its user
+// or its node applies.
+struct PeerLimitOverride {
+  std::vector<std::string> tags;
+  std::vector<std::string> users;
+  std::vector<std::string> nodes;
+  PeerLimitValues limits;  // the listener's caps with this override's keys applied
+
+  bool operator==(const PeerLimitOverride&) const = default;
+};
+
+struct PeerLimitsConfig {
+  PeerLimitValues limits;
+  std::vector<PeerLimitOverride> overrides;
+
+  bool operator==(const PeerLimitsConfig&) const = default;
 };
 
 struct ListenerConfig {
@@ -122,6 +159,7 @@ struct ListenerConfig {
   std::optional<ListenerTlsConfig> tls;
   std::vector<RouteConfig> routes;
   Http2Limits limits;
+  PeerLimitsConfig peer_limits;
 };
 
 struct UpstreamTlsConfig {
@@ -133,11 +171,26 @@ struct UpstreamTlsConfig {
   bool operator==(const UpstreamTlsConfig&) const = default;
 };
 
+// Upstream protection (upstreams[].circuit_breaker), over all workers; 0 = no cap. A call
+// over a cap is answered UNAVAILABLE at once (a SuperNode retries it).
+struct CircuitBreakerConfig {
+  // Calls in flight to the upstream. Flower's SuperLink serves at most 1000 at once
+  // (grpcio maximum_concurrent_rpcs) and answers more RESOURCE_EXHAUSTED.
+  uint32_t max_concurrent_streams = 900;
+  // Calls waiting for an upstream connection to come up (a SuperLink restarting).
+  uint32_t max_pending_streams = 1000;
+  // New calls per second (token bucket, burst of one second's worth).
+  uint32_t max_new_streams_per_second = 0;
+
+  bool operator==(const CircuitBreakerConfig&) const = default;
+};
+
 struct UpstreamConfig {
   std::string name;
   SocketAddress address;
   std::optional<UpstreamTlsConfig> tls;
   Duration connect_timeout = std::chrono::seconds(5);
+  CircuitBreakerConfig circuit_breaker;
 
   // A reload keeps the worker's connection pool of an upstream whose config is unchanged.
   bool operator==(const UpstreamConfig&) const = default;
@@ -149,10 +202,20 @@ struct MetricsConfig {
   bool peer_node_label = false;
 };
 
+// The process-wide memory budget (`memory:`); 0 = off. Above the high watermark sepal refuses
+// new streams (REFUSED_STREAM) and sheds the largest buffers; below the low one it resumes.
+struct MemoryConfig {
+  uint64_t high_watermark_bytes = uint64_t{1} << 30;
+  uint64_t low_watermark_bytes = uint64_t{768} << 20;
+
+  bool operator==(const MemoryConfig&) const = default;
+};
+
 struct Config {
   std::string source_path;  // the file this was loaded from
   AdminConfig admin;
   MetricsConfig metrics;
+  MemoryConfig memory;
   unsigned workers = 0;  // 0 = one per core (resolved by the server, not the loader)
   Duration drain_timeout = std::chrono::seconds(30);
   IdentityConfig identity;

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "proxy/common/log.h"
+#include "proxy/common/log_rate_limit.h"
 #include "proxy/common/strings.h"
 #include "proxy/http2/session_options.h"
 #include "proxy/listener/listener.h"
@@ -21,6 +22,10 @@ constexpr std::string_view kClientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 ProxyStream* StreamOf(nghttp2_session* session, int32_t stream_id) {
   return static_cast<ProxyStream*>(nghttp2_session_get_stream_user_data(session, stream_id));
 }
+
+LogRateLimit g_log_peer_limits("peer limits");
+LogRateLimit g_log_glitches("too many glitches");
+LogRateLimit g_log_stalled("stalled requests");
 
 bool LooksLikeHttp1(const uint8_t* data, size_t length) {
   // "GET / HTTP/1.1", "POST ...", "PRI" is HTTP/2's own preface and handled by nghttp2.
@@ -236,12 +241,14 @@ void DownstreamConnection::StartHttp2(std::string_view initial_bytes) {
   nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, &OnFrameRecv);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, &OnDataChunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, &OnStreamClose);
+  nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, &OnFrameSend);
   nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(callbacks, &OnInvalidFrame);
   const config::Http2Limits& limits = routes_->config.limits;
   NgOption options = MakeServerOptions(limits);
   int rv = nghttp2_session_server_new2(&session_, callbacks, this, options.get());
   nghttp2_session_callbacks_del(callbacks);
   if (rv == 0) rv = SubmitInitialSettings(session_, limits, /*is_server=*/true);
+  AdvertiseMaxConcurrentStreams(limits.max_concurrent_streams);
   if (rv != 0) {
     LogError("listener ", listener_.name(), ": cannot start HTTP/2 session: ",
              nghttp2_strerror(rv));
@@ -263,7 +270,10 @@ void DownstreamConnection::StartHttp2(std::string_view initial_bytes) {
 
 void DownstreamConnection::BeginIdentityLookup() {
   identity::IdentityProvider* provider = routes_->generation->identity.get();
-  if (provider == nullptr) return;
+  if (provider == nullptr) {
+    TakePeerSlot();  // the peer is its address
+    return;
+  }
   identity_state_ = IdentityState::kPending;
   lookup_started_ = std::chrono::steady_clock::now();
   std::weak_ptr<Http2Connection> weak = shared_from_this();
@@ -298,6 +308,7 @@ void DownstreamConnection::OnIdentity(identity::LookupResult result) {
                  " failed: ", lookup_.detail);
       break;
   }
+  TakePeerSlot();
   std::vector<int32_t> waiting;
   waiting.swap(waiting_for_identity_);
   for (int32_t id : waiting) {
@@ -341,6 +352,120 @@ void DownstreamConnection::CountProtocolError(std::string_view kind) {
   listener_.stats().ProtocolError(kind);
 }
 
+void DownstreamConnection::TakePeerSlot() {
+  if (!routes_->peers) return;
+  const identity::PeerIdentity* who =
+      identity_state_ == IdentityState::kReady && lookup_.identity ? lookup_.identity.get()
+                                                                   : nullptr;
+  peer_caps_ = &limits::LimitsFor(routes_->config.peer_limits, who);
+  peer_entry_ = routes_->peers->Get(limits::PeerKey(who, peer_address_));
+  if (peer_entry_->TryOpenConnection(peer_caps_->connections)) {
+    holds_connection_slot_ = true;
+    return;
+  }
+  over_connection_cap_ = true;
+  listener_.stats().LimitRejection(limits::limit::kPeerConnections);
+  if (g_log_peer_limits.Allow()) {
+    LogWarning("listener ", listener_.name(), ": ", peer_, " (", peer_entry_->key(),
+               ") is over its cap of ", peer_caps_->connections,
+               " connections (peer_limits.connections); its calls are refused");
+  }
+}
+
+std::string_view DownstreamConnection::AdmitCall(std::shared_ptr<limits::Peer>* slot,
+                                                 std::string* message) {
+  if (!peer_entry_) return {};
+  const config::PeerLimitValues& caps = *peer_caps_;
+  std::string_view refused;
+  if (over_connection_cap_) {
+    refused = limits::limit::kPeerConnections;
+    *message = StrCat("sepal: ", peer_entry_->key().substr(5), " has ", caps.connections,
+                      " connections open to listener ", listener_.name(),
+                      " (peer_limits.connections); use one");
+    // Refused calls are answered; then the connection is asked to go away.
+    if (!cap_goaway_sent_ && !closed() && session_ != nullptr) {
+      cap_goaway_sent_ = true;
+      nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
+                            nghttp2_session_get_last_proc_stream_id(session_), NGHTTP2_NO_ERROR,
+                            nullptr, 0);
+      ScheduleFlush();
+    }
+    return refused;  // counted once, when the connection was refused
+  }
+  if (!peer_entry_->TryStartCall(caps.concurrent_calls)) {
+    refused = limits::limit::kPeerConcurrentCalls;
+    *message = StrCat("sepal: ", peer_entry_->key().substr(5), " has ", caps.concurrent_calls,
+                      " calls in flight on listener ", listener_.name(),
+                      " (peer_limits.concurrent_calls)");
+  } else if (!peer_entry_->TryTakeCallToken(std::chrono::steady_clock::now(),
+                                            caps.calls_per_second, caps.calls_burst)) {
+    peer_entry_->EndCall();
+    refused = limits::limit::kPeerCallRate;
+    *message = StrCat("sepal: ", peer_entry_->key().substr(5), " is over ",
+                      caps.calls_per_second, " calls per second on listener ",
+                      listener_.name(), " (peer_limits.calls_per_second)");
+  } else {
+    *slot = peer_entry_;
+    return {};
+  }
+  listener_.stats().LimitRejection(refused);
+  if (g_log_peer_limits.Allow()) {
+    LogInfo("listener ", listener_.name(), ": refused a call from ", peer_, ": ", *message);
+  }
+  return refused;
+}
+
+void DownstreamConnection::Glitch(std::string_view kind) {
+  listener_.stats().Glitch(kind);
+  if (calming_ || closed() || session_ == nullptr) return;
+  if (glitches_.Count(routes_->config.limits, std::chrono::steady_clock::now())) return;
+  calming_ = true;
+  CountProtocolError("glitches");
+  if (g_log_glitches.Allow()) {
+    LogWarning("listener ", listener_.name(), ": ", peer_, " sent too many frames or streams "
+               "no client needs (", glitches_.total(), " glitches, the last ", kind,
+               "); GOAWAY ENHANCE_YOUR_CALM");
+  }
+  nghttp2_session_terminate_session(session_, NGHTTP2_ENHANCE_YOUR_CALM);
+  ScheduleFlush();
+}
+
+void DownstreamConnection::OnReceivedBatch() {
+  if (admissions_.empty()) return;
+  std::vector<int32_t> ready;
+  ready.swap(admissions_);
+  for (int32_t id : ready) {
+    auto it = streams_.find(id);  // gone if the same bytes reset it
+    if (it != streams_.end() && !calming_) it->second->ContinueAfterIdentity();
+  }
+}
+
+void DownstreamConnection::Tick() {
+  if (closed() || session_ == nullptr || streams_.empty()) return;
+  auto timeout = std::chrono::duration_cast<std::chrono::seconds>(
+      routes_->config.limits.request_progress_timeout + std::chrono::milliseconds(999));
+  uint64_t now = worker_.ticks();
+  std::vector<int32_t> stalled;
+  for (auto& [id, stream] : streams_) {
+    // Whole ticks: more than `timeout` ticks since the last progress is at least `timeout`.
+    if (stream->RequestStalledFor(now) > static_cast<uint64_t>(timeout.count())) {
+      stalled.push_back(id);
+    }
+  }
+  for (int32_t id : stalled) {
+    auto it = streams_.find(id);
+    if (it == streams_.end()) continue;
+    if (g_log_stalled.Allow()) {
+      LogInfo("listener ", listener_.name(), ": ", peer_, " stream ", id, ": no request data for ",
+              timeout.count(), " s (limits.request_progress_timeout); ending the call");
+    }
+    listener_.stats().LimitRejection(limits::limit::kRequestProgress);
+    it->second->OnRequestStalled(timeout);
+    Glitch(limits::glitch::kStalledRequest);
+  }
+  if (!stalled.empty()) ScheduleFlush();
+}
+
 void DownstreamConnection::BeginShutdown(bool final_goaway) {
   if (closed() || session_ == nullptr) return;
   if (final_goaway) {
@@ -360,6 +485,10 @@ void DownstreamConnection::OnClose(std::string_view reason) {
   if (proxy_header_timer_) proxy_header_timer_->cancel();
   LogDebug("listener ", listener_.name(), ": connection from ", peer_, " closed: ", reason,
            " (", streams_.size(), " streams open)");
+  if (holds_connection_slot_) {
+    holds_connection_slot_ = false;
+    peer_entry_->CloseConnection();
+  }
   // Streams reset their upstream halves as they go.
   for (auto& [id, stream] : streams_) {
     if (session_ != nullptr) nghttp2_session_set_stream_user_data(session_, id, nullptr);
@@ -381,6 +510,15 @@ int DownstreamConnection::OnBeginHeaders(nghttp2_session* session, const nghttp2
   auto* self = static_cast<DownstreamConnection*>(user_data);
   if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
   int32_t id = frame->hd.stream_id;
+  // nghttp2 enforces only a higher hard limit (HardMaxConcurrentStreams); streams past the
+  // advertised one are refused here, which gRPC clients retry.
+  if (self->streams_.size() >= self->routes_->config.limits.max_concurrent_streams) {
+    nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, id, NGHTTP2_REFUSED_STREAM);
+    self->listener_.stats().LimitRejection(limits::limit::kMaxConcurrentStreams);
+    self->Glitch(limits::glitch::kRefusedStream);
+    return 0;  // no ProxyStream: the header block is ignored
+  }
+  self->EarnWindowUpdates();
   auto stream = std::make_unique<ProxyStream>(*self, id);
   nghttp2_session_set_stream_user_data(session, id, stream.get());
   self->streams_.emplace(id, std::move(stream));
@@ -401,8 +539,10 @@ int DownstreamConnection::OnHeader(nghttp2_session* session, const nghttp2_frame
 }
 
 int DownstreamConnection::OnFrameRecv(nghttp2_session* session, const nghttp2_frame* frame,
-                                      void*) {
+                                      void* user_data) {
+  auto* self = static_cast<DownstreamConnection*>(user_data);
   ProxyStream* stream = nullptr;
+  bool end_stream = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
   switch (frame->hd.type) {
     case NGHTTP2_HEADERS:
       stream = StreamOf(session, frame->hd.stream_id);
@@ -414,9 +554,43 @@ int DownstreamConnection::OnFrameRecv(nghttp2_session* session, const nghttp2_fr
       }
       break;
     case NGHTTP2_DATA:
-      if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+      if (end_stream) {
         stream = StreamOf(session, frame->hd.stream_id);
         if (stream != nullptr) stream->OnRequestEnd();
+      } else if (frame->hd.length == 0) {
+        self->Glitch(limits::glitch::kEmptyData);
+      } else if (frame->hd.length < 5) {  // not even a gRPC message prefix
+        self->Glitch(limits::glitch::kTinyData);
+      }
+      break;
+    // Glitches: frames a client may send but needs only now and then.
+    case NGHTTP2_PING:
+      if (!(frame->hd.flags & NGHTTP2_FLAG_ACK)) self->Glitch(limits::glitch::kPing);
+      break;
+    case NGHTTP2_SETTINGS:
+      if (!(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+        if (self->seen_settings_) self->Glitch(limits::glitch::kSettings);
+        self->seen_settings_ = true;
+      }
+      break;
+    case NGHTTP2_PRIORITY:
+      self->Glitch(limits::glitch::kPriority);
+      break;
+    case NGHTTP2_WINDOW_UPDATE:
+      // A client opens windows for each new stream and as sepal's DATA arrives (a stream's
+      // and the connection's, in any size): each of those earns it two; more is a flood.
+      if (self->window_update_allowance_ > 0) {
+        --self->window_update_allowance_;
+      } else {
+        self->Glitch(limits::glitch::kWindowUpdate);
+      }
+      break;
+    case NGHTTP2_RST_STREAM:
+      // A call cancelled before its answer started: the rapid-reset pattern when it is most
+      // of what a connection does.
+      stream = StreamOf(session, frame->hd.stream_id);
+      if (stream != nullptr && !stream->response_started()) {
+        self->Glitch(limits::glitch::kEarlyReset);
       }
       break;
     default:
@@ -449,6 +623,20 @@ int DownstreamConnection::OnStreamClose(nghttp2_session*, int32_t stream_id, uin
     stream->OnDownstreamClosed(error_code);
   }
   self->DestroyStream(stream_id);
+  return 0;
+}
+
+int DownstreamConnection::OnFrameSend(nghttp2_session* session, const nghttp2_frame* frame,
+                                      void* user_data) {
+  if (frame->hd.type == NGHTTP2_DATA) {
+    static_cast<DownstreamConnection*>(user_data)->EarnWindowUpdates();
+  }
+  if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) return 0;
+  if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) return 0;
+  ProxyStream* stream = StreamOf(session, frame->hd.stream_id);
+  if (stream != nullptr && stream->reset_after_response()) {
+    nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
+  }
   return 0;
 }
 

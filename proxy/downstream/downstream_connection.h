@@ -2,6 +2,7 @@
 // ProxyStream and routes it.
 #pragma once
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -12,6 +13,8 @@
 #include "proxy/config/config.h"
 #include "proxy/http2/http2_connection.h"
 #include "proxy/identity/identity.h"
+#include "proxy/limits/glitch_counter.h"
+#include "proxy/limits/peer_limits.h"
 #include "proxy/tls/tls_context.h"
 #include "proxy/worker/generation.h"
 
@@ -47,6 +50,21 @@ class DownstreamConnection final : public Http2Connection {
   const filters::IdentityHeaders* identity_headers() const { return identity_headers_.get(); }
   // Parks a stream until the lookup completes (bounded by max_concurrent_streams).
   void WaitForIdentity(int32_t stream_id) { waiting_for_identity_.push_back(stream_id); }
+  // A stream whose request headers completed in the bytes being processed now: it is
+  // authorized and dispatched once the whole read is processed (OnReceivedBatch), so a
+  // stream the same read also resets never reaches the upstream (rapid reset).
+  void QueueAdmission(int32_t stream_id) { admissions_.push_back(stream_id); }
+
+  // --- Per-peer limits (proxy/limits), taken once the peer's identity is known.
+  // Admits an authorized call: an empty view, with *slot holding the peer's call slot
+  // (Peer::EndCall when the call ends, if set); or the limit that refuses it (counted in
+  // sepal_limit_rejections_total) and the grpc-message in *message.
+  std::string_view AdmitCall(std::shared_ptr<limits::Peer>* slot, std::string* message);
+  // Counts a glitch (limits::glitch); a connection out of glitch tokens gets GOAWAY
+  // ENHANCE_YOUR_CALM and closes.
+  void Glitch(std::string_view kind);
+  // Once a second (from the worker): ends calls whose request stopped arriving.
+  void Tick();
 
  private:
   // Appends up to 512 bytes read from the socket itself (before any TLS) to `*buffer`,
@@ -73,6 +91,9 @@ class DownstreamConnection final : public Http2Connection {
   void OnClose(std::string_view reason) override;
   std::string Describe() const override { return "downstream " + peer_; }
   void CountProtocolError(std::string_view kind) override;
+  void OnReceivedBatch() override;
+  // Finds the peer's entry and takes a connection slot (or marks the connection over cap).
+  void TakePeerSlot();
 
   static int OnBeginHeaders(nghttp2_session*, const nghttp2_frame*, void*);
   static int OnHeader(nghttp2_session*, const nghttp2_frame*, nghttp2_rcbuf*, nghttp2_rcbuf*,
@@ -80,6 +101,7 @@ class DownstreamConnection final : public Http2Connection {
   static int OnFrameRecv(nghttp2_session*, const nghttp2_frame*, void*);
   static int OnDataChunk(nghttp2_session*, uint8_t, int32_t, const uint8_t*, size_t, void*);
   static int OnStreamClose(nghttp2_session*, int32_t, uint32_t, void*);
+  static int OnFrameSend(nghttp2_session*, const nghttp2_frame*, void*);
   static int OnInvalidFrame(nghttp2_session*, const nghttp2_frame*, int, void*);
 
   Listener& listener_;
@@ -106,6 +128,22 @@ class DownstreamConnection final : public Http2Connection {
   bool handshake_done_ = false;
   std::unique_ptr<boost::asio::steady_timer> proxy_header_timer_;
   std::unordered_map<int32_t, std::unique_ptr<ProxyStream>> streams_;
+  std::vector<int32_t> admissions_;
+
+  // Limits: the peer (null when the listener has no peer table), its caps (in routes_).
+  std::shared_ptr<limits::Peer> peer_entry_;
+  const config::PeerLimitValues* peer_caps_ = nullptr;
+  bool holds_connection_slot_ = false;
+  bool over_connection_cap_ = false;  // its calls are refused, then it is sent GOAWAY
+  bool cap_goaway_sent_ = false;
+  limits::GlitchCounter glitches_;
+  bool calming_ = false;  // out of glitch tokens: GOAWAY ENHANCE_YOUR_CALM sent
+  bool seen_settings_ = false;
+  // WINDOW_UPDATEs the client may send before they count as glitches.
+  uint32_t window_update_allowance_ = 16;
+  void EarnWindowUpdates() {
+    window_update_allowance_ = std::min<uint32_t>(window_update_allowance_ + 2, 1024);
+  }
 };
 
 }  // namespace sepal

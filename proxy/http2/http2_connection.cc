@@ -43,6 +43,7 @@ bool Http2Connection::ProcessReceived(const uint8_t* data, size_t n) {
     CloseAfterWrite(std::string("HTTP/2 error: ") + nghttp2_strerror(static_cast<int>(rv)));
     return false;
   }
+  OnReceivedBatch();
   Flush();
   return !closed_ && !closing_;
 }
@@ -89,6 +90,7 @@ void Http2Connection::Flush() {
     return;
   }
   if (closed_) return;
+  if (settings_patch_pending_) PatchFirstSettings();
   writing_ = true;
   transport_.AsyncWrite(asio::buffer(write_buffer_),
                         [self = shared_from_this()](boost::system::error_code ec, size_t) {
@@ -103,6 +105,31 @@ void Http2Connection::Flush() {
                             self->Close(self->closing_reason_);
                           }
                         });
+}
+
+void Http2Connection::PatchFirstSettings() {
+  // A server's first frame is its SETTINGS (RFC 9113 3.4): 9-byte header, type 0x4, then
+  // 6-byte entries (16-bit id, 32-bit value). nghttp2 refuses streams over the value it was
+  // given only with a connection error once the client has acknowledged it; sepal gives it a
+  // higher hard limit and refuses the streams between the two itself (REFUSED_STREAM), so
+  // the client must be told the lower one.
+  settings_patch_pending_ = false;
+  std::vector<uint8_t>& b = write_buffer_;
+  if (b.size() < 9 || b[3] != NGHTTP2_SETTINGS) {
+    LogError(Describe(), ": first frame is not SETTINGS; MAX_CONCURRENT_STREAMS not lowered");
+    return;
+  }
+  size_t length = (size_t{b[0]} << 16) | (size_t{b[1]} << 8) | b[2];
+  for (size_t at = 9; at + 6 <= 9 + length && at + 6 <= b.size(); at += 6) {
+    if (((b[at] << 8) | b[at + 1]) != NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS) continue;
+    uint32_t v = advertised_max_streams_;
+    b[at + 2] = static_cast<uint8_t>(v >> 24);
+    b[at + 3] = static_cast<uint8_t>(v >> 16);
+    b[at + 4] = static_cast<uint8_t>(v >> 8);
+    b[at + 5] = static_cast<uint8_t>(v);
+    return;
+  }
+  LogError(Describe(), ": SETTINGS without MAX_CONCURRENT_STREAMS; not lowered");
 }
 
 void Http2Connection::CloseAfterWrite(std::string reason) {

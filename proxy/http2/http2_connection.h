@@ -53,6 +53,14 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   void WriteRawAndClose(std::string bytes, std::string reason);
   // Counts a connection ended by bad input ("http2_error", ...), for metrics.
   virtual void CountProtocolError(std::string_view /*kind*/) {}
+  // After nghttp2 has taken one read's worth of bytes (all their callbacks have run).
+  virtual void OnReceivedBatch() {}
+  // The server's first SETTINGS frame goes out with SETTINGS_MAX_CONCURRENT_STREAMS = `n`,
+  // whatever value was submitted to nghttp2 (see DownstreamConnection::StartHttp2).
+  void AdvertiseMaxConcurrentStreams(uint32_t n) {
+    advertised_max_streams_ = n;
+    settings_patch_pending_ = true;
+  }
   // Human-readable description of the peer for logs.
   virtual std::string Describe() const = 0;
 
@@ -77,6 +85,9 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   bool seen_first_bytes_ = false;
   bool closing_ = false;
   std::string closing_reason_;
+  uint32_t advertised_max_streams_ = 0;
+  bool settings_patch_pending_ = false;
+  void PatchFirstSettings();
 };
 
 }  // namespace sepal

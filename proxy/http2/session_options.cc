@@ -1,6 +1,8 @@
 // nghttp2 option and SETTINGS setup.
 #include "proxy/http2/session_options.h"
 
+#include <algorithm>
+
 namespace sepal {
 
 NgOption MakeServerOptions(const config::Http2Limits& limits) {
@@ -26,10 +28,16 @@ NgOption MakeClientOptions() {
   return option;
 }
 
+uint32_t HardMaxConcurrentStreams(const config::Http2Limits& limits) {
+  uint64_t soft = limits.max_concurrent_streams;
+  uint64_t hard = soft + std::max<uint64_t>(soft, 128);
+  return static_cast<uint32_t>(std::min<uint64_t>(hard, 0xffffffffu));
+}
+
 int SubmitInitialSettings(nghttp2_session* session, const config::Http2Limits& limits,
                           bool is_server) {
   nghttp2_settings_entry entries[] = {
-      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, limits.max_concurrent_streams},
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, HardMaxConcurrentStreams(limits)},
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, limits.stream_window_bytes},
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, limits.max_header_list_bytes},
       {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},

@@ -20,7 +20,13 @@ NgOption MakeServerOptions(const config::Http2Limits& limits);
 // Options for an upstream (client) session.
 NgOption MakeClientOptions();
 
-// Submits initial SETTINGS and raises the connection window. Returns nghttp2 error or 0.
+// The stream limit nghttp2 enforces on a server session (with a connection error). sepal
+// advertises limits.max_concurrent_streams and answers streams between the two with
+// RST_STREAM REFUSED_STREAM itself, as RFC 9113 5.1.2 allows and gRPC clients retry.
+uint32_t HardMaxConcurrentStreams(const config::Http2Limits& limits);
+
+// Submits initial SETTINGS (a server's with the hard stream limit) and raises the connection
+// window. Returns nghttp2 error or 0.
 int SubmitInitialSettings(nghttp2_session* session, const config::Http2Limits& limits,
                           bool is_server);
 

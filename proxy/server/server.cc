@@ -30,6 +30,7 @@ namespace sepal {
 Server::Server(config::ConfigSnapshot config)
     : config_(std::move(config)),
       tls_contexts_(std::make_shared<tls::ServerContextStore>()),
+      limits_(std::make_shared<limits::Registry>()),
       tailscale_certificates_(std::make_unique<tls::TailscaleCertificates>(
           [this](const std::string& listener, std::string_view certificate_chain_pem,
                  std::string_view private_key_pem) {
@@ -119,7 +120,8 @@ absl::Status Server::Start() {
     return status;
   }
   for (unsigned i = 0; i < count; ++i) {
-    plans[i].settings = {generation_, config_, identity_, access_log_, tls_contexts_};
+    plans[i].settings = {generation_, config_, identity_, access_log_, tls_contexts_,
+                          limits_};
     workers_[i]->Apply(std::move(plans[i]));
   }
   {
@@ -200,7 +202,7 @@ absl::Status Server::Reload(config::ConfigSnapshot next) {
 
   uint64_t number = generation() + 1;
   for (size_t i = 0; i < workers_.size(); ++i) {
-    plans[i].settings = {number, next, identity, *access_log, tls_contexts_};
+    plans[i].settings = {number, next, identity, *access_log, tls_contexts_, limits_};
     workers_[i]->ApplyAndWait(std::move(plans[i]));
   }
   identity_ = std::move(identity);

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "proxy/config/config.h"
 #include "proxy/identity/identity.h"
+#include "proxy/limits/limits_registry.h"
 
 namespace sepal {
 
@@ -94,6 +95,7 @@ class Server {
   std::shared_ptr<identity::IdentityProvider> identity_;
   std::shared_ptr<filters::AccessLog> access_log_;
   std::shared_ptr<tls::ServerContextStore> tls_contexts_;
+  std::shared_ptr<limits::Registry> limits_;  // per-peer and per-upstream limit state
   // Fetches and renews the pairs of `tls: {source: tailscale}` listeners.
   std::unique_ptr<tls::TailscaleCertificates> tailscale_certificates_;
   std::vector<std::unique_ptr<Worker>> workers_;

@@ -32,8 +32,21 @@ const Families& GetFamilies() {
     f.protocol_errors = &r.AddCounter(
         "sepal_downstream_protocol_errors_total",
         "Client connections closed for bad input (http1, tls_on_cleartext, bad_preface, "
-        "http2_error, proxy_header).",
+        "http2_error, proxy_header, glitches).",
         {"listener", "kind"});
+    f.glitches = &r.AddCounter(
+        "sepal_downstream_glitches_total",
+        "Frames and streams no well-behaved client needs (empty_data, tiny_data, ping, "
+        "settings, priority, window_update, early_reset, refused_stream, stalled_request); "
+        "too many close the connection (protocol_errors kind=\"glitches\").",
+        {"listener", "kind"});
+    f.limit_rejections = &r.AddCounter(
+        "sepal_limit_rejections_total",
+        "Calls, streams and connections refused by a limit (peer_connections, "
+        "peer_concurrent_calls, peer_calls_per_second, upstream_concurrent_streams, "
+        "upstream_pending_streams, upstream_new_streams_per_second, max_concurrent_streams, "
+        "memory_overload, request_progress_timeout).",
+        {"listener", "limit"});
     f.tls_handshake_errors = &r.AddCounter(
         "sepal_tls_handshake_errors_total",
         "Client connections on TLS listeners that failed before HTTP/2, by reason (timeout, "
@@ -130,6 +143,15 @@ void ListenerStats::ConnectionClosed() { connections_active_.Add(shard_, -1); }
 
 void ListenerStats::ProtocolError(std::string_view kind) {
   GetFamilies().protocol_errors->WithLabels({listener_, std::string(kind)}).Increment(shard_);
+}
+
+metrics::Counter& ListenerStats::Cached(LabelCache& cache, metrics::CounterFamily* family,
+                                        std::string_view label) {
+  for (auto& [name, counter] : cache) {
+    if (name.data() == label.data() || name == label) return counter;
+  }
+  cache.emplace_back(label, family->WithLabels({listener_, std::string(label)}));
+  return cache.back().second;
 }
 
 void ListenerStats::TlsHandshakeError(std::string_view reason) {

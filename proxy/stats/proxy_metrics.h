@@ -22,6 +22,8 @@ struct Families {
   metrics::CounterFamily* connections_total;  // listener
   metrics::GaugeFamily* connections_active;   // listener
   metrics::CounterFamily* protocol_errors;    // listener, kind
+  metrics::CounterFamily* glitches;           // listener, kind
+  metrics::CounterFamily* limit_rejections;   // listener, limit
   metrics::CounterFamily* tls_handshake_errors;  // listener, reason
   metrics::CounterFamily* tls_certificate_reloads;  // listener, result
   metrics::CounterFamily* authz_decisions;    // listener, decision, reason
@@ -63,6 +65,12 @@ class ListenerStats {
   void StreamOpened() { streams_active_.Add(shard_, 1); }
   void StreamClosed() { streams_active_.Add(shard_, -1); }
   void ProtocolError(std::string_view kind);
+  // `kind`: one of limits::glitch (static literals; the handles are cached by address).
+  void Glitch(std::string_view kind) { Cached(glitches_, GetFamilies().glitches, kind).Increment(shard_); }
+  // A call, stream or connection refused by a limit; `limit`: one of limits::limit.
+  void LimitRejection(std::string_view limit) {
+    Cached(limit_rejections_, GetFamilies().limit_rejections, limit).Increment(shard_);
+  }
   // `reason`: one of tls::reason (a bounded set).
   void TlsHandshakeError(std::string_view reason);
   void AuthzDecision(bool allowed, std::string_view reason);
@@ -91,6 +99,11 @@ class ListenerStats {
     metrics::Counter counter;
   };
   std::vector<AuthzCounter> authz_counters_;
+  using LabelCache = std::vector<std::pair<std::string_view, metrics::Counter>>;
+  metrics::Counter& Cached(LabelCache& cache, metrics::CounterFamily* family,
+                           std::string_view label);
+  LabelCache glitches_;
+  LabelCache limit_rejections_;
   metrics::Gauge streams_active_;
   metrics::Counter connections_total_;
   metrics::Gauge connections_active_;

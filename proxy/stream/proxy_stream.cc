@@ -37,6 +37,7 @@ ProxyStream::ProxyStream(DownstreamConnection& downstream, int32_t stream_id)
       routes_(downstream.listener().routes()),
       request_body_(&downstream.worker().chunk_pool()),
       response_body_(&downstream.worker().chunk_pool()),
+      progress_tick_(downstream.worker().ticks()),
       started_(std::chrono::steady_clock::now()) {
   request_body_.EnableRetention(kRetryBufferLimit);
   downstream_.listener().stats().StreamOpened();
@@ -44,6 +45,8 @@ ProxyStream::ProxyStream(DownstreamConnection& downstream, int32_t stream_id)
 
 ProxyStream::~ProxyStream() {
   DetachUpstream(NGHTTP2_CANCEL);
+  if (peer_call_) peer_call_->EndCall();
+  if (breaker_call_ != nullptr) breaker_call_->EndCall();
   DropResponseBody();
   // Request bytes received but never forwarded: the stream is gone, so only the
   // downstream connection's window needs them back.
@@ -114,7 +117,21 @@ void ProxyStream::RecordStats() {
   }
 }
 
+void ProxyStream::SetPending(bool pending) {
+  if (pending == pending_) return;
+  pending_ = pending;
+  limits::UpstreamBreaker* breaker = route_ != nullptr ? routes_->breaker(route_->upstream_index)
+                                                       : nullptr;
+  if (breaker == nullptr) return;
+  if (pending) {
+    breaker->AddPending();
+  } else {
+    breaker->RemovePending();
+  }
+}
+
 void ProxyStream::DetachUpstream(uint32_t reset_code) {
+  SetPending(false);
   // Also covers a stream still queued on a connecting connection (upstream_id_ == -1).
   if (upstream_ != nullptr) {
     upstream_->Detach(this, upstream_id_, reset_code);
@@ -126,6 +143,7 @@ void ProxyStream::DetachUpstream(uint32_t reset_code) {
 void ProxyStream::OnQueued(UpstreamConnection& upstream) {
   upstream_ = &upstream;
   upstream_id_ = -1;
+  SetPending(true);
 }
 
 // ---------------------------------------------------------------- downstream events
@@ -170,7 +188,7 @@ void ProxyStream::OnRequestHeadersComplete(bool end_stream) {
     downstream_.WaitForIdentity(downstream_id_);
     return;
   }
-  ContinueAfterIdentity();
+  downstream_.QueueAdmission(downstream_id_);
 }
 
 void ProxyStream::ContinueAfterIdentity() {
@@ -188,20 +206,80 @@ void ProxyStream::ContinueAfterIdentity() {
     return;
   }
   LogDebug("authz: allow ", path, " for ", downstream_.peer(), " (", decision.reason, ")");
+  if (!Admit()) return;
   Dispatch();
 }
 
+bool ProxyStream::Admit() {
+  std::string message;
+  std::string_view refused = downstream_.AdmitCall(&peer_call_, &message);
+  if (refused.empty()) {
+    limits::UpstreamBreaker* breaker = routes_->breaker(route_->upstream_index);
+    if (breaker == nullptr) return true;
+    const config::CircuitBreakerConfig& caps =
+        routes_->generation->config->upstreams[route_->upstream_index].circuit_breaker;
+    refused = breaker->TryStartCall(caps, std::chrono::steady_clock::now());
+    if (refused.empty()) {
+      breaker_call_ = breaker;
+      return true;
+    }
+    downstream_.listener().stats().LimitRejection(refused);
+    message = StrCat("sepal: upstream ", routes_->pool(route_->upstream_index).name(),
+                     " is at its ", refused, " cap (upstreams[].circuit_breaker); retry later");
+  }
+  // UNAVAILABLE: the one code a Flower SuperNode retries (with backoff); the call never
+  // reached the upstream, so retrying is safe.
+  LocalReply(grpc::StatusCode::kUnavailable, message, refused);
+  return false;
+}
+
 void ProxyStream::OnRequestTrailer(nghttp2_rcbuf* name, nghttp2_rcbuf* value, uint8_t flags) {
+  // As for headers: identity metadata is sepal's to set, in trailers too.
+  if (filters::IsReservedIdentityHeader(RcbufView(name))) return;
   request_trailers_.Add(name, value, flags);
 }
 
 void ProxyStream::Dispatch() {
   ++attempts_;
-  routes_->pool(route_->upstream_index).Dispatch(this);
+  UpstreamPool& pool = routes_->pool(route_->upstream_index);
+  limits::UpstreamBreaker* breaker = routes_->breaker(route_->upstream_index);
+  if (breaker != nullptr && !pool.HasReadyCapacity() &&
+      breaker->PendingFull(
+          routes_->generation->config->upstreams[route_->upstream_index].circuit_breaker)) {
+    downstream_.listener().stats().LimitRejection(limits::limit::kUpstreamPending);
+    LocalReply(grpc::StatusCode::kUnavailable,
+               StrCat("sepal: upstream ", pool.name(),
+                      " is not connected and too many calls wait for it "
+                      "(upstreams[].circuit_breaker.max_pending_streams); retry later"),
+               limits::limit::kUpstreamPending);
+    return;
+  }
+  pool.Dispatch(this);
+}
+
+uint64_t ProxyStream::RequestStalledFor(uint64_t now_ticks) {
+  bool waiting_on_client = route_ != nullptr && !request_ended_ && !response_started_ &&
+                           !response_finished_ && request_body_.empty();
+  if (!waiting_on_client) {
+    progress_tick_ = now_ticks;
+    return 0;
+  }
+  return now_ticks - progress_tick_;
+}
+
+void ProxyStream::OnRequestStalled(std::chrono::seconds timeout) {
+  LocalReply(grpc::StatusCode::kUnavailable,
+             StrCat("sepal: the request made no progress for ", timeout.count(),
+                    " s (limits.request_progress_timeout)"),
+             limits::limit::kRequestProgress);
+  // Once the answer is out, the client is asked to stop sending (RFC 9113 8.1) so the
+  // stream does not linger half-open (DownstreamConnection::OnFrameSend).
+  reset_after_response_ = true;
 }
 
 void ProxyStream::OnRequestData(const uint8_t* data, size_t length) {
   request_bytes_ += length;
+  progress_tick_ = downstream_.worker().ticks();
   request_received_ += length;
   if (upstream_ended_ || response_finished_ || route_ == nullptr) {
     // Nobody will read this body any more: acknowledge it so the connection window stays
@@ -250,6 +328,7 @@ void ProxyStream::DropRequestBody() {
 
 void ProxyStream::AttachUpstream(UpstreamConnection& upstream) {
   upstream_ = nullptr;
+  SetPending(false);
   if (response_finished_) return;
   bool has_body = !request_ended_ || !request_body_.empty();
   const filters::IdentityHeaders* identity = downstream_.identity_headers();
@@ -369,6 +448,7 @@ void ProxyStream::OnUpstreamStreamClosed(uint32_t error_code) {
 
 void ProxyStream::OnUpstreamFailed(std::string_view why, bool refused) {
   upstream_ = nullptr;
+  SetPending(false);
   upstream_id_ = -1;
   if (response_finished_) return;
   if (refused && !response_started_ && request_body_.retaining() && attempts_ < kMaxAttempts &&

@@ -16,6 +16,8 @@
 #include "proxy/grpc/grpc_status.h"
 #include "proxy/http2/header_list.h"
 #include "proxy/http2/http2_connection.h"
+#include "proxy/limits/peer_limits.h"
+#include "proxy/limits/upstream_breaker.h"
 #include "proxy/worker/generation.h"
 
 namespace sepal {
@@ -46,6 +48,15 @@ class ProxyStream {
   void ContinueAfterIdentity();
   // The downstream stream closed (normally or by RST_STREAM with `error_code`).
   void OnDownstreamClosed(uint32_t error_code);
+  // Ticks (seconds, Worker::ticks) the call has been waiting for request bytes the client
+  // does not send: 0 unless sepal waits on the client (request open, nothing buffered, no
+  // answer yet).
+  uint64_t RequestStalledFor(uint64_t now_ticks);
+  // The request made no progress for `timeout`: answer UNAVAILABLE and stop the request.
+  void OnRequestStalled(std::chrono::seconds timeout);
+  bool response_started() const { return response_started_; }
+  // RST_STREAM NO_ERROR once the response's END_STREAM is sent (the request is unwanted).
+  bool reset_after_response() const { return reset_after_response_ && !request_ended_; }
 
   // --- Events from the upstream pool and session.
   // The stream waits in `upstream`'s queue until that connection is up.
@@ -76,6 +87,9 @@ class ProxyStream {
 
  private:
   void Dispatch();
+  // Peer limits, then the upstream's breaker; false if the call was refused (answered).
+  bool Admit();
+  void SetPending(bool pending);
   void DetachUpstream(uint32_t reset_code);
   void StartDeadline(std::chrono::nanoseconds timeout);
   void ResumeUpstreamSend();
@@ -125,9 +139,16 @@ class ProxyStream {
   bool upstream_send_deferred_ = false;
   bool downstream_send_deferred_ = false;
   bool local_trailers_pending_ = false;
+  bool reset_after_response_ = false;
   int attempts_ = 0;
   grpc::StatusCode local_code_ = grpc::StatusCode::kOk;
   std::string local_message_;
+
+  // Limit slots held while the call runs (released by the destructor).
+  std::shared_ptr<limits::Peer> peer_call_;
+  limits::UpstreamBreaker* breaker_call_ = nullptr;  // lives in routes_
+  bool pending_ = false;  // counted in the breaker's pending calls
+  uint64_t progress_tick_ = 0;  // Worker::ticks at the last request progress
 
   std::unique_ptr<boost::asio::steady_timer> deadline_;
   Liveness liveness_;  // for the deadline handler, which may run after this stream is gone

@@ -80,6 +80,16 @@ void UpstreamPool::Dispatch(ProxyStream* stream) {
   best->Add(stream);
 }
 
+bool UpstreamPool::HasReadyCapacity() const {
+  for (const auto& connection : connections_) {
+    if (connection->ready() && !connection->closed() && !connection->draining() &&
+        connection->load() < connection->max_streams()) {
+      return true;
+    }
+  }
+  return false;
+}
+
 void UpstreamPool::OnConnectionClosed(UpstreamConnection* connection) {
   // Deferred: the connection may be deep in its own call stack right now.
   asio::post(worker_.io(), [this, connection] {

@@ -29,6 +29,8 @@ class UpstreamPool {
   // that the upstream failed.
   void Dispatch(ProxyStream* stream);
   void OnConnectionClosed(UpstreamConnection* connection);
+  // True if a connected connection can take another stream now (Dispatch would not queue).
+  bool HasReadyCapacity() const;
   void Shutdown();
 
   const std::string& name() const { return name_; }

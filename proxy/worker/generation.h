@@ -16,6 +16,7 @@
 #include "filters/access_log/access_log.h"
 #include "proxy/config/config.h"
 #include "proxy/identity/identity.h"
+#include "proxy/limits/limits_registry.h"
 #include "proxy/router/router.h"
 #include "proxy/tls/context_store.h"
 
@@ -31,6 +32,8 @@ struct GenerationSettings {
   std::shared_ptr<filters::AccessLog> access_log;          // null: off
   // Listener TLS contexts; one store for the process's lifetime (null: no TLS anywhere).
   std::shared_ptr<tls::ServerContextStore> tls_contexts;
+  // Per-peer and per-upstream limit state; one for the process's lifetime (null: no limits).
+  std::shared_ptr<limits::Registry> limits;
 };
 
 // ... and what each worker adds: its connection pools.
@@ -47,15 +50,28 @@ struct ListenerRoutes {
     if (listener.tls && generation->tls_contexts) {
       tls_slot = generation->tls_contexts->Slot(listener.name);
     }
+    if (generation->limits) {
+      peers = generation->limits->PeerTableFor(listener.name);
+      for (const config::UpstreamConfig& upstream : generation->config->upstreams) {
+        breakers.push_back(generation->limits->BreakerFor(upstream.name));
+      }
+    }
   }
 
   UpstreamPool& pool(size_t upstream_index) const { return *generation->pools[upstream_index]; }
+  // Null when the generation has no limit registry.
+  limits::UpstreamBreaker* breaker(size_t upstream_index) const {
+    return breakers.empty() ? nullptr : breakers[upstream_index].get();
+  }
 
   std::shared_ptr<const Generation> generation;
   const config::ListenerConfig& config;  // lives in generation->config
   Router router;
   // Where a TLS listener's connections take their context; null for cleartext (h2c).
   std::shared_ptr<tls::ServerContextSlot> tls_slot;
+  // This listener's peers and each upstream's breaker (by index in config->upstreams).
+  std::shared_ptr<limits::PeerTable> peers;
+  std::vector<std::shared_ptr<limits::UpstreamBreaker>> breakers;
 };
 
 using ListenerRoutesPtr = std::shared_ptr<const ListenerRoutes>;

@@ -151,9 +151,25 @@ void Worker::SweepRetiredPools() {
   });
 }
 
+void Worker::ScheduleTick() {
+  tick_timer_->expires_after(std::chrono::seconds(1));
+  tick_timer_->async_wait([this](boost::system::error_code ec) {
+    if (ec) return;
+    ++ticks_;
+    // Connections may close (and unregister) while ticking.
+    std::vector<DownstreamConnection*> snapshot(connections_.begin(), connections_.end());
+    for (DownstreamConnection* connection : snapshot) {
+      if (connections_.contains(connection)) connection->Tick();
+    }
+    ScheduleTick();
+  });
+}
+
 void Worker::Start() {
   running_ = true;
   for (auto& listener : listeners_) listener->Start();
+  tick_timer_ = std::make_unique<boost::asio::steady_timer>(io_);
+  ScheduleTick();
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), ("sepal-w" + std::to_string(index_)).c_str());
     io_.run();
@@ -187,6 +203,7 @@ void Worker::Stop() {
     }
     for (auto& pool : retired_pools_) pool->Shutdown();
     if (sweep_timer_) sweep_timer_->cancel();
+    if (tick_timer_) tick_timer_->cancel();
     work_guard_.reset();
     io_.stop();
   });

@@ -61,6 +61,9 @@ class Worker {
   ChunkPool& chunk_pool() { return chunk_pool_; }
   const std::shared_ptr<const Generation>& generation() const { return generation_; }
   bool draining() const { return draining_; }
+  // Seconds since the worker started, counted by its once-a-second tick (which also lets
+  // every connection check its calls for stalled requests).
+  uint64_t ticks() const { return ticks_; }
 
   void Register(DownstreamConnection* connection);
   void Unregister(DownstreamConnection* connection);
@@ -70,6 +73,7 @@ class Worker {
  private:
   void RetireListener(std::unique_ptr<Listener> listener);
   void SweepRetiredPools();
+  void ScheduleTick();
 
   unsigned index_;
   std::shared_ptr<const Generation> generation_;
@@ -82,6 +86,8 @@ class Worker {
   // Pools of upstreams a reload removed or changed, closed once no stream can use them.
   std::vector<std::shared_ptr<UpstreamPool>> retired_pools_;
   std::unique_ptr<boost::asio::steady_timer> sweep_timer_;
+  std::unique_ptr<boost::asio::steady_timer> tick_timer_;
+  uint64_t ticks_ = 0;
   std::unordered_set<DownstreamConnection*> connections_;
   std::atomic<size_t> connection_count_{0};
   bool draining_ = false;

@@ -26,6 +26,8 @@ using flwr::proto::FleetRequest;
 using flwr::proto::FleetResponse;
 
 // Routes used by most tests: Fleet, Control and Echo go to the stand-in; Exec has no route.
+// Every test client comes from 127.0.0.1 (one peer), and these tests drive far more calls
+// than a SuperNode would, so the per-peer call caps are off here; limits_test.cc covers them.
 inline std::string DefaultConfigYaml(const std::string& upstream_address, unsigned workers = 1) {
   return "workers: " + std::to_string(workers) +
          "\n"
@@ -33,6 +35,7 @@ inline std::string DefaultConfigYaml(const std::string& upstream_address, unsign
          "listeners:\n"
          "  - name: fleet\n"
          "    address: 127.0.0.1:0\n"
+         "    peer_limits: {concurrent_calls: 0, calls_per_second: 0}\n"
          "    routes:\n"
          "      - match: /flwr.proto.Fleet/\n"
          "        upstream: superlink\n"

@@ -46,8 +46,10 @@ std::string ReloadConfig(const Shape& shape) {
   std::string yaml = "workers: 2\ndrain_timeout: " + shape.drain_timeout + "\n" +
                      kLoopbackSupernodeIdentityYaml;
   if (!shape.access_log.empty()) yaml += "access_log: " + shape.access_log + "\n";
+  // Every client is the one loopback peer, calling far faster than a SuperNode: no per-peer
+  // call caps (limits_test.cc covers those).
   yaml += "listeners:\n  - name: fleet\n    address: " + shape.fleet_address +
-          "\n    routes:" + routes;
+          "\n    peer_limits: {concurrent_calls: 0, calls_per_second: 0}\n    routes:" + routes;
   if (shape.extra_listener) {
     yaml += "  - name: extra\n    address: " + shape.extra_address + "\n    routes:" + routes;
   }

@@ -2,6 +2,7 @@
 #include "tests/support/h2_test_client.h"
 
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -52,9 +53,28 @@ bool SplitHostPort(const std::string& address, std::string* host, std::string* p
 
 // Non-blocking connect that gives up after `timeout`; returns the socket or -1.
 int ConnectSocket(const sockaddr* addr, socklen_t addr_len, std::chrono::milliseconds timeout,
-                  std::string* error) {
+                  const std::string& bind_ip, std::string* error) {
   const int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return ConnectError(error, std::string("socket: ") + std::strerror(errno));
+  if (!bind_ip.empty()) {
+    sockaddr_storage local{};
+    socklen_t local_len = 0;
+    if (addr->sa_family == AF_INET) {
+      auto* v4 = reinterpret_cast<sockaddr_in*>(&local);
+      v4->sin_family = AF_INET;
+      local_len = sizeof(*v4);
+      if (inet_pton(AF_INET, bind_ip.c_str(), &v4->sin_addr) != 1) local_len = 0;
+    } else if (addr->sa_family == AF_INET6) {
+      auto* v6 = reinterpret_cast<sockaddr_in6*>(&local);
+      v6->sin6_family = AF_INET6;
+      local_len = sizeof(*v6);
+      if (inet_pton(AF_INET6, bind_ip.c_str(), &v6->sin6_addr) != 1) local_len = 0;
+    }
+    if (local_len == 0 || bind(fd, reinterpret_cast<sockaddr*>(&local), local_len) != 0) {
+      close(fd);
+      return ConnectError(error, "bind " + bind_ip + ": " + std::strerror(errno));
+    }
+  }
   if (connect(fd, addr, addr_len) != 0 && errno != EINPROGRESS) {
     const std::string message = std::string("connect: ") + std::strerror(errno);
     close(fd);
@@ -77,14 +97,15 @@ int ConnectSocket(const sockaddr* addr, socklen_t addr_len, std::chrono::millise
 }
 
 int ConnectAddress(const std::string& address, std::chrono::milliseconds timeout,
-                   std::string* error) {
+                   const std::string& bind_ip, std::string* error) {
   if (address.starts_with("unix:")) {
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     const std::string path = address.substr(5);
     if (path.size() >= sizeof(addr.sun_path)) return ConnectError(error, "unix path too long");
     std::memcpy(addr.sun_path, path.data(), path.size());
-    return ConnectSocket(reinterpret_cast<const sockaddr*>(&addr), sizeof(addr), timeout, error);
+    return ConnectSocket(reinterpret_cast<const sockaddr*>(&addr), sizeof(addr), timeout, {},
+                         error);
   }
   std::string host;
   std::string port;
@@ -97,7 +118,7 @@ int ConnectAddress(const std::string& address, std::chrono::milliseconds timeout
   }
   int fd = -1;
   for (addrinfo* ai = found; ai && fd < 0; ai = ai->ai_next) {
-    fd = ConnectSocket(ai->ai_addr, ai->ai_addrlen, timeout, error);
+    fd = ConnectSocket(ai->ai_addr, ai->ai_addrlen, timeout, bind_ip, error);
   }
   freeaddrinfo(found);
   return fd;
@@ -260,6 +281,11 @@ struct H2TestClient::Callbacks {
         if (frame->hd.flags & NGHTTP2_FLAG_ACK) break;
         for (size_t i = 0; i < frame->settings.niv; ++i) {
           self.server_settings_[frame->settings.iv[i].settings_id] = frame->settings.iv[i].value;
+          if (frame->settings.iv[i].settings_id == NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS &&
+              self.advertised_max_streams_) {
+            self.server_settings_[NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS] =
+                *self.advertised_max_streams_;
+          }
         }
         self.settings_received_ = true;
         break;
@@ -304,7 +330,7 @@ struct H2TestClient::Callbacks {
 
 std::unique_ptr<H2TestClient> H2TestClient::Connect(const std::string& address, Options options,
                                                     std::string* error) {
-  const int fd = ConnectAddress(address, options.connect_timeout, error);
+  const int fd = ConnectAddress(address, options.connect_timeout, options.bind_ip, error);
   if (fd < 0) return nullptr;
   std::unique_ptr<H2TestClient> client(new H2TestClient(fd, std::move(options)));
   if (!client->StartSession()) {
@@ -598,6 +624,9 @@ void H2TestClient::ReadAvailable() {
       unparsed_received_.append(buffer, static_cast<std::size_t>(n));
       continue;
     }
+    if (options_.ignore_server_stream_limit && !first_settings_seen_) {
+      LiftStreamLimit(reinterpret_cast<uint8_t*>(buffer), static_cast<std::size_t>(n));
+    }
     const ssize_t used = nghttp2_session_mem_recv(
         session_, reinterpret_cast<const uint8_t*>(buffer), static_cast<std::size_t>(n));
     if (used < 0) {
@@ -606,6 +635,20 @@ void H2TestClient::ReadAvailable() {
           std::string("nghttp2_session_mem_recv: ") + nghttp2_strerror(static_cast<int>(used));
       unparsed_received_.append(buffer, static_cast<std::size_t>(n));
     }
+  }
+}
+
+void H2TestClient::LiftStreamLimit(uint8_t* bytes, std::size_t n) {
+  // The server's first frame is its SETTINGS: 9-byte header (type 4), 6-byte entries.
+  first_settings_seen_ = true;
+  if (n < 9 || bytes[3] != NGHTTP2_SETTINGS) return;
+  const std::size_t length = (std::size_t{bytes[0]} << 16) | (std::size_t{bytes[1]} << 8) | bytes[2];
+  for (std::size_t at = 9; at + 6 <= 9 + length && at + 6 <= n; at += 6) {
+    if (((bytes[at] << 8) | bytes[at + 1]) != NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS) continue;
+    advertised_max_streams_ = (uint32_t{bytes[at + 2]} << 24) | (uint32_t{bytes[at + 3]} << 16) |
+                              (uint32_t{bytes[at + 4]} << 8) | bytes[at + 5];
+    bytes[at + 2] = 0x7f;
+    bytes[at + 3] = bytes[at + 4] = bytes[at + 5] = 0xff;
   }
 }
 

@@ -70,6 +70,13 @@ class H2TestClient {
     bool send_preface = true;
     // Receive window per stream and for the connection (SETTINGS_INITIAL_WINDOW_SIZE).
     uint32_t initial_window_size = 16 * 1024 * 1024;
+    // Source address to bind before connecting ("127.0.0.2": another loopback peer); empty =
+    // the kernel's choice.
+    std::string bind_ip;
+    // Open streams past the server's SETTINGS_MAX_CONCURRENT_STREAMS (as a misbehaving client
+    // would): the value is hidden from this client's nghttp2, and server_settings() reports
+    // what the server sent.
+    bool ignore_server_stream_limit = false;
     // Extra SETTINGS sent with the preface, e.g. {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, 1 << 20}.
     std::vector<std::pair<int32_t, uint32_t>> settings;
   };
@@ -151,6 +158,7 @@ class H2TestClient {
   // One round of I/O without waiting; then polls at most until `deadline`.
   bool Pump(std::chrono::steady_clock::time_point deadline, const std::function<bool()>& condition);
   void ReadAvailable();
+  void LiftStreamLimit(uint8_t* bytes, std::size_t n);
   void ProduceFrames();
   void WriteAvailable();
   bool Flush(std::chrono::milliseconds timeout);
@@ -170,6 +178,8 @@ class H2TestClient {
   std::vector<H2GoAway> goaways_;
   std::map<int32_t, uint32_t> server_settings_;
   bool settings_received_ = false;
+  bool first_settings_seen_ = false;
+  std::optional<uint32_t> advertised_max_streams_;
   int pings_acked_ = 0;
   std::string unparsed_received_;
   std::string session_error_;

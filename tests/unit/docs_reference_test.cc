@@ -189,6 +189,7 @@ workers: 1
 drain_timeout: 1s
 admin: {address: "127.0.0.1:0"}
 metrics: {peer_node_label: false}
+memory: {high_watermark_bytes: 1000000, low_watermark_bytes: 500000}
 identity:
   provider: static
   tailscale: {socket: /nonexistent/tailscaled.sock, cache_ttl: 1s, lookup_timeout: 1s}
@@ -203,11 +204,21 @@ upstreams:
     address: "127.0.0.1:1"
     connect_timeout: 1s
     tls: {ca: FILE, server_name: superlink, certificate: FILE, private_key: FILE}
+    circuit_breaker: {max_concurrent_streams: 1, max_pending_streams: 1,
+                      max_new_streams_per_second: 1}
 listeners:
   - name: fleet
     address: "127.0.0.1:0"
     proxy_protocol: none
     tls: {certificate: FILE, private_key: FILE, client_ca: FILE, handshake_timeout: 1s}
+    peer_limits:
+      connections: 1
+      concurrent_calls: 1
+      calls_per_second: 1
+      calls_burst: 1
+      overrides:
+        - {tags: ["tag:a"], users: [u], nodes: [n], connections: 1, concurrent_calls: 1,
+           calls_per_second: 1, calls_burst: 1}
     routes:
       - match: /flwr.proto.Fleet/
         upstream: up
@@ -215,7 +226,8 @@ listeners:
                 capability: example.com/cap/flower}
     limits: {max_concurrent_streams: 8, max_header_list_bytes: 4096, stream_window_bytes: 65535,
              connection_window_bytes: 65535, stream_reset_burst: 1, stream_reset_rate: 1,
-             max_continuations: 1}
+             max_continuations: 1, request_progress_timeout: 1s, glitch_burst: 1,
+             glitch_rate: 1}
 )";
 
 std::string EverySectionYaml() {
