@@ -370,6 +370,18 @@ void DownstreamConnection::TakePeerSlot() {
                ") is over its cap of ", peer_caps_->connections,
                " connections (peer_limits.connections); its calls are refused");
   }
+  // Its calls are answered UNAVAILABLE with the reason (AdmitCall), then it is sent GOAWAY;
+  // one that sends no call is sent GOAWAY after a couple of seconds (Tick).
+}
+
+void DownstreamConnection::SendCapGoAway() {
+  if (cap_goaway_sent_ || closed() || session_ == nullptr) return;
+  cap_goaway_sent_ = true;
+  static constexpr std::string_view kWhy = "too many connections from this peer (peer_limits)";
+  nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
+                        nghttp2_session_get_last_proc_stream_id(session_), NGHTTP2_NO_ERROR,
+                        reinterpret_cast<const uint8_t*>(kWhy.data()), kWhy.size());
+  ScheduleFlush();
 }
 
 std::string_view DownstreamConnection::AdmitCall(std::shared_ptr<limits::Peer>* slot,
@@ -382,14 +394,7 @@ std::string_view DownstreamConnection::AdmitCall(std::shared_ptr<limits::Peer>* 
     *message = StrCat("sepal: ", peer_entry_->key().substr(5), " has ", caps.connections,
                       " connections open to listener ", listener_.name(),
                       " (peer_limits.connections); use one");
-    // Refused calls are answered; then the connection is asked to go away.
-    if (!cap_goaway_sent_ && !closed() && session_ != nullptr) {
-      cap_goaway_sent_ = true;
-      nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
-                            nghttp2_session_get_last_proc_stream_id(session_), NGHTTP2_NO_ERROR,
-                            nullptr, 0);
-      ScheduleFlush();
-    }
+    SendCapGoAway();
     return refused;  // counted once, when the connection was refused
   }
   if (!peer_entry_->TryStartCall(caps.concurrent_calls)) {
@@ -441,7 +446,9 @@ void DownstreamConnection::OnReceivedBatch() {
 }
 
 void DownstreamConnection::Tick() {
-  if (closed() || session_ == nullptr || streams_.empty()) return;
+  if (closed() || session_ == nullptr) return;
+  if (over_connection_cap_ && streams_.empty() && ++idle_ticks_over_cap_ >= 2) SendCapGoAway();
+  if (streams_.empty()) return;
   auto timeout = std::chrono::duration_cast<std::chrono::seconds>(
       routes_->config.limits.request_progress_timeout + std::chrono::milliseconds(999));
   uint64_t now = worker_.ticks();

@@ -94,6 +94,8 @@ class DownstreamConnection final : public Http2Connection {
   void OnReceivedBatch() override;
   // Finds the peer's entry and takes a connection slot (or marks the connection over cap).
   void TakePeerSlot();
+  // GOAWAY (NO_ERROR) for a connection over its peer's connection cap, once.
+  void SendCapGoAway();
 
   static int OnBeginHeaders(nghttp2_session*, const nghttp2_frame*, void*);
   static int OnHeader(nghttp2_session*, const nghttp2_frame*, nghttp2_rcbuf*, nghttp2_rcbuf*,
@@ -136,6 +138,7 @@ class DownstreamConnection final : public Http2Connection {
   bool holds_connection_slot_ = false;
   bool over_connection_cap_ = false;  // its calls are refused, then it is sent GOAWAY
   bool cap_goaway_sent_ = false;
+  int idle_ticks_over_cap_ = 0;
   limits::GlitchCounter glitches_;
   bool calming_ = false;  // out of glitch tokens: GOAWAY ENHANCE_YOUR_CALM sent
   bool seen_settings_ = false;

@@ -226,7 +226,15 @@ TEST_F(LimitsTest, ConnectionsPerPeer) {
   EXPECT_NE(third->stream(id).GrpcMessage().find("peer_limits.connections"), std::string::npos)
       << third->stream(id).GrpcMessage();
   EXPECT_TRUE(third->WaitForGoAway(seconds(3)));
+  EXPECT_TRUE(third->WaitForConnectionClose(seconds(3)));
   EXPECT_EQ(Rejections("peer_connections"), 1);
+  // One over the cap that sends no call is sent GOAWAY and closed within seconds.
+  auto idle = ConnectFrom(kAttacker);
+  ASSERT_NE(idle, nullptr);
+  EXPECT_TRUE(idle->WaitForGoAway(seconds(4)));
+  EXPECT_TRUE(idle->WaitForConnectionClose(seconds(2)));
+  EXPECT_EQ(Rejections("peer_connections"), 2);
+  idle.reset();
   ExpectGoodPeerServed(3);
   int32_t later = StartUnary(*first, EchoBody("still in"));
   ASSERT_TRUE(first->WaitForStreamClose(later, seconds(5)));
