@@ -23,6 +23,7 @@ constexpr size_t kBigResponseBytes = 256 * 1024;
 
 struct Stream {
   std::string method;  // last segment of :path
+  std::string trailers;  // request trailers as "name=value\n" lines
   std::string body;    // request body (echo), then the response body
   size_t sent = 0;
   bool answered = false;
@@ -121,6 +122,7 @@ class FakeH2Upstream::Connection : public std::enable_shared_from_this<Connectio
     }
     if (stream.method == "Big") stream.body.assign(kBigResponseBytes, 'b');
     if (stream.method == "Early") stream.body.clear();
+    if (stream.method == "Trailers") stream.body = stream.trailers;
     nghttp2_nv headers[] = {Header(":status", "200"), Header("content-type", "application/grpc")};
     nghttp2_data_provider body;
     body.source.ptr = &stream;
@@ -178,7 +180,12 @@ class FakeH2Upstream::Connection : public std::enable_shared_from_this<Connectio
   static int OnHeader(nghttp2_session*, const nghttp2_frame* frame, nghttp2_rcbuf* name,
                       nghttp2_rcbuf* value, uint8_t, void* user_data) {
     auto it = Of(user_data).streams_.find(frame->hd.stream_id);
-    if (it == Of(user_data).streams_.end() || View(name) != ":path") return 0;
+    if (it == Of(user_data).streams_.end()) return 0;
+    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_HEADERS) {
+      it->second.trailers.append(View(name)).append("=").append(View(value)).append("\n");
+      return 0;
+    }
+    if (View(name) != ":path") return 0;
     std::string_view path = View(value);
     it->second.method = std::string(path.substr(path.rfind('/') + 1));
     return 0;

@@ -10,6 +10,7 @@
 //   Big              a 256 KiB response body, then trailers
 //   TrailersOnly     one HEADERS frame with grpc-status 5 and END_STREAM
 //   Early            answers (headers, empty body, trailers) before the request has ended
+//   Trailers         answers with the request's trailers as the body, "name=value\n" each
 //   Hang             never answers
 //   anything else    Echo: the request body back (up to 64 KiB), then grpc-status 0
 #pragma once

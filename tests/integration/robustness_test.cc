@@ -6,6 +6,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <filesystem>
+#include <thread>
+
+#include "tests/fuzz/fake_h2_upstream.h"
 #include "tests/integration/loopback.h"
 #include "tests/integration/proxy_fixture.h"
 #include "tests/support/h2_test_client.h"
@@ -135,6 +142,48 @@ TEST_F(RobustnessTest, MaxConcurrentStreamsIsAdvertised) {
   auto settings = client->server_settings();
   EXPECT_EQ(settings[NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS], 256u);
   EXPECT_EQ(settings[NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE], 16384u);
+}
+
+}  // namespace
+}  // namespace sepal::test
+
+namespace sepal::test {
+namespace {
+
+// Identity metadata is sepal's to set, in request trailers as in headers: a client's own
+// tailscale-* trailers never reach the upstream (an nghttp2 upstream that answers with the
+// trailers it received).
+TEST_F(RobustnessTest, ClientTrailersLoseTheirTailscaleFields) {
+  boost::asio::io_context io;
+  auto guard = boost::asio::make_work_guard(io);
+  std::string socket_path =
+      (std::filesystem::temp_directory_path() / ("sepal-trailers-" + std::to_string(getpid())))
+          .string();
+  fuzz::FakeH2Upstream upstream(io, socket_path);
+  std::thread runner([&io] { io.run(); });
+  StartSepal("workers: 1\n" + std::string(kLoopbackSupernodeIdentityYaml) +
+             "listeners:\n  - name: fleet\n    address: 127.0.0.1:0\n    routes:\n"
+             "      - {match: /sepal.test.Echo/, upstream: raw}\n"
+             "upstreams:\n  - {name: raw, address: \"unix:" + socket_path + "\"}\n");
+  std::string error;
+  auto client = H2TestClient::Connect(SepalAddress(), &error);
+  ASSERT_NE(client, nullptr) << error;
+  int32_t id = client->SubmitRequest(H2TestClient::GrpcRequestHeaders("/sepal.test.Echo/Trailers"));
+  ASSERT_GT(id, 0);
+  ASSERT_TRUE(client->SendData(id, H2TestClient::GrpcFrame("body"), false));
+  ASSERT_TRUE(client->SendTrailers(id, {{"x-kept", "yes"},
+                                        {"tailscale-user-login", "mallory@example.com"},
+                                        {"tailscale-node-tags", "tag:admin"}}));
+  ASSERT_TRUE(client->WaitForStreamClose(id, std::chrono::seconds(5)));
+  const std::string& seen = client->stream(id).data;
+  EXPECT_NE(seen.find("x-kept=yes"), std::string::npos) << seen;
+  EXPECT_EQ(seen.find("tailscale-"), std::string::npos) << seen;
+  server_->Stop();
+  server_.reset();
+  boost::asio::post(io, [&] { upstream.Stop(); });
+  guard.reset();
+  runner.join();
+  std::filesystem::remove(socket_path);
 }
 
 }  // namespace

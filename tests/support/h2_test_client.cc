@@ -190,6 +190,7 @@ struct H2TestClient::Outgoing {
   std::size_t framed_total = 0;  // bytes nghttp2 put into DATA frames that reached outbound_
   bool end_requested = false;
   bool end_sent = false;
+  H2Headers trailers;  // sent after the last DATA, carrying END_STREAM
   bool submitted = false;  // a data provider is attached to the stream
   bool deferred = false;   // the provider ran dry and waits for resume
 };
@@ -221,6 +222,12 @@ struct H2TestClient::Callbacks {
       out.offset = 0;
       if (out.end_requested) {
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (!out.trailers.empty()) {
+          std::vector<nghttp2_nv> nva = ToNameValues(out.trailers);
+          if (nghttp2_submit_trailer(self.session_, stream_id, nva.data(), nva.size()) == 0) {
+            *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+          }
+        }
       } else if (n == 0) {
         out.deferred = true;
         return NGHTTP2_ERR_DEFERRED;
@@ -457,6 +464,14 @@ bool H2TestClient::SendData(int32_t stream_id, std::string_view bytes, bool end_
     return out.framed_total == out.queued_total && (!end_stream || out.end_sent) &&
            outbound_offset_ == outbound_.size();
   });
+}
+
+bool H2TestClient::SendTrailers(int32_t stream_id, const H2Headers& trailers,
+                                std::chrono::milliseconds timeout) {
+  auto it = outgoing_.find(stream_id);
+  if (it == outgoing_.end() || it->second->end_requested) return false;
+  it->second->trailers = trailers;
+  return SendData(stream_id, {}, true, timeout);
 }
 
 bool H2TestClient::EndStream(int32_t stream_id, std::chrono::milliseconds timeout) {

@@ -105,6 +105,9 @@ class H2TestClient {
   // keeps it back, or if the stream already ended).
   bool SendData(int32_t stream_id, std::string_view bytes, bool end_stream,
                 std::chrono::milliseconds timeout = kDefaultTimeout);
+  // Ends our side with a trailer HEADERS block (after any DATA still queued).
+  bool SendTrailers(int32_t stream_id, const H2Headers& trailers,
+                    std::chrono::milliseconds timeout = kDefaultTimeout);
   // Half-closes our side with an empty END_STREAM DATA frame.
   bool EndStream(int32_t stream_id, std::chrono::milliseconds timeout = kDefaultTimeout);
   bool ResetStream(int32_t stream_id, uint32_t error_code = NGHTTP2_CANCEL);
