@@ -1408,6 +1408,27 @@ std::string Summarize(const Config& config) {
       }
       absl::StrAppend(&out, "  allow: ", absl::StrJoin(rules, " | "), "\n");
     }
+    auto caps = [](const PeerLimitValues& v) {
+      auto cap = [](uint32_t n) { return n == 0 ? std::string("off") : absl::StrCat(n); };
+      return absl::StrCat("connections ", cap(v.connections), ", calls in flight ",
+                          cap(v.concurrent_calls), ", calls/s ", cap(v.calls_per_second),
+                          " (burst ", cap(v.calls_burst), ")");
+    };
+    absl::StrAppend(&out, "  per peer: ", caps(listener.peer_limits.limits), "\n");
+    for (const PeerLimitOverride& entry : listener.peer_limits.overrides) {
+      std::vector<std::string> who;
+      if (!entry.tags.empty()) who.push_back(absl::StrCat("tags=", JoinOrDash(entry.tags)));
+      if (!entry.users.empty()) who.push_back(absl::StrCat("users=", JoinOrDash(entry.users)));
+      if (!entry.nodes.empty()) who.push_back(absl::StrCat("nodes=", JoinOrDash(entry.nodes)));
+      absl::StrAppend(&out, "    ", absl::StrJoin(who, " | "), ": ", caps(entry.limits), "\n");
+    }
+  }
+  if (config.memory.high_watermark_bytes != 0) {
+    absl::StrAppend(&out, "memory: refuse new streams above ",
+                    config.memory.high_watermark_bytes >> 20, " MiB, resume below ",
+                    config.memory.low_watermark_bytes >> 20, " MiB\n");
+  } else {
+    absl::StrAppend(&out, "memory: no budget\n");
   }
   for (const UpstreamConfig& upstream : config.upstreams) {
     absl::StrAppend(&out, "upstream ", upstream.name, " at ", FormatAddress(upstream.address));
@@ -1419,6 +1440,11 @@ std::string Summarize(const Config& config) {
       if (!upstream.tls->certificate.empty()) absl::StrAppend(&out, " client-cert");
     }
     absl::StrAppend(&out, ", connect_timeout ", FormatDuration(upstream.connect_timeout), "\n");
+    const CircuitBreakerConfig& breaker = upstream.circuit_breaker;
+    auto cap = [](uint32_t n) { return n == 0 ? std::string("off") : absl::StrCat(n); };
+    absl::StrAppend(&out, "  circuit breaker: calls in flight ", cap(breaker.max_concurrent_streams),
+                    ", waiting ", cap(breaker.max_pending_streams), ", new calls/s ",
+                    cap(breaker.max_new_streams_per_second), "\n");
   }
   return out;
 }
