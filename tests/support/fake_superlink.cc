@@ -22,6 +22,27 @@ namespace sepal::test {
 
 class CallCounters {
  public:
+  explicit CallCounters(int max_concurrent_calls) : max_concurrent_(max_concurrent_calls) {}
+
+  // A handler starts: false (and counted as rejected) if max_concurrent_calls are running.
+  bool Enter() {
+    const int now = active_.fetch_add(1, std::memory_order_acq_rel) + 1;
+    if (max_concurrent_ > 0 && now > max_concurrent_) {
+      active_.fetch_sub(1, std::memory_order_acq_rel);
+      rejected_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    int peak = peak_.load(std::memory_order_relaxed);
+    while (now > peak && !peak_.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+    }
+    return true;
+  }
+  void Leave() { active_.fetch_sub(1, std::memory_order_acq_rel); }
+  int Active() const { return active_.load(std::memory_order_acquire); }
+  int Peak() const { return peak_.load(std::memory_order_relaxed); }
+  void ResetPeak() { peak_.store(Active(), std::memory_order_relaxed); }
+  int Rejected() const { return rejected_.load(std::memory_order_relaxed); }
+
   void RecordCall(const std::string& full_method) {
     {
       std::lock_guard lock(mutex_);
@@ -77,6 +98,10 @@ class CallCounters {
     return it == counts.end() ? 0 : it->second;
   }
 
+  const int max_concurrent_;
+  std::atomic<int> active_{0};
+  std::atomic<int> peak_{0};
+  std::atomic<int> rejected_{0};
   mutable std::mutex mutex_;
   mutable std::condition_variable changed_;
   std::map<std::string, int> calls_;
@@ -137,28 +162,44 @@ void EchoMetadataAsTrailers(ServerContext* context) {
   }
 }
 
-// Per-call bookkeeping every handler starts with: counts the call, marks the reply as coming
-// from the stand-in with initial metadata "x-superlink: stand-in", and on the way out records
-// whether the call was cancelled meanwhile. Without `tag_reply` grpc can answer trailers-only.
+// Per-call bookkeeping every handler starts with: admits the call under
+// max_concurrent_calls (a handler returns Rejected() at once when it is not admitted),
+// counts it, marks the reply as coming from the stand-in with initial metadata
+// "x-superlink: stand-in", and on the way out records whether the call was cancelled
+// meanwhile. Without `tag_reply` (and for a refused call) grpc can answer trailers-only.
 class CallScope {
  public:
   CallScope(CallCounters& counters, ServerContext* context, std::string full_method,
             bool tag_reply = true)
-      : counters_(counters), context_(context), full_method_(std::move(full_method)) {
+      : counters_(counters),
+        context_(context),
+        full_method_(std::move(full_method)),
+        admitted_(counters_.Enter()) {
+    if (!admitted_) return;
     counters_.RecordCall(full_method_);
     if (tag_reply) context_->AddInitialMetadata("x-superlink", "stand-in");
   }
   CallScope(const CallScope&) = delete;
   CallScope& operator=(const CallScope&) = delete;
   ~CallScope() {
+    if (!admitted_) return;
+    counters_.Leave();
     if (context_->IsCancelled()) counters_.RecordCancelled(full_method_);
   }
+
+  bool admitted() const { return admitted_; }
 
  private:
   CallCounters& counters_;
   ServerContext* context_;
   std::string full_method_;
+  const bool admitted_;
 };
+
+// What grpcio answers past maximum_concurrent_rpcs.
+Status Rejected() {
+  return Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!");
+}
 
 // flwr.proto.Fleet: every method echoes node and payload; CreateNode assigns a fresh node id.
 class FleetService final : public flwr::proto::Fleet::Service {
@@ -212,6 +253,7 @@ class FleetService final : public flwr::proto::Fleet::Service {
   Status Reply(std::string_view method, ServerContext* context, const FleetRequest& request,
                FleetResponse* response) {
     CallScope call(counters_, context, "/flwr.proto.Fleet/" + std::string(method));
+    if (!call.admitted()) return Rejected();
     *response->mutable_node() = request.node();
     response->set_payload(TakePayload(request));
     ReportMetadata(*context, response->mutable_seen_metadata());
@@ -249,6 +291,7 @@ class ControlService final : public BaseService {
   Status StreamLogs(ServerContext* context, const ControlRequest* request,
                     grpc::ServerWriter<ControlResponse>* writer) override {
     CallScope call(counters_, context, prefix_ + "StreamLogs");
+    if (!call.admitted()) return Rejected();
     for (uint32_t line = 0; line < request->log_lines(); ++line) {
       if (line > 0 && !SleepUnlessCancelled(context, request->interval_ms())) return Cancelled();
       ControlResponse response;
@@ -265,6 +308,7 @@ class ControlService final : public BaseService {
   Status Reply(std::string_view method, ServerContext* context, const ControlRequest& request,
                ControlResponse* response) {
     CallScope call(counters_, context, prefix_ + std::string(method));
+    if (!call.admitted()) return Rejected();
     response->set_run_id(request.run_id());
     response->set_payload(TakePayload(request));
     ReportMetadata(*context, response->mutable_seen_metadata());
@@ -297,6 +341,7 @@ class EchoService final : public sepal::test::Echo::Service {
     // goes without it: that is how tests get a trailers-only reply from the upstream.
     const bool trailers_only = request->status_code() != 0 && request->sleep_ms() == 0;
     CallScope call(counters_, context, "/sepal.test.Echo/Unary", !trailers_only);
+    if (!call.admitted()) return Rejected();
     if (!SleepUnlessCancelled(context, request->sleep_ms())) return Cancelled();
     if (request->echo_metadata()) EchoMetadataAsTrailers(context);
     if (request->status_code() != 0) return RequestedStatus(*request);
@@ -310,6 +355,7 @@ class EchoService final : public sepal::test::Echo::Service {
   Status ClientStream(ServerContext* context, grpc::ServerReader<EchoRequest>* reader,
                       EchoResponse* response) override {
     CallScope call(counters_, context, "/sepal.test.Echo/ClientStream");
+    if (!call.admitted()) return Rejected();
     EchoRequest first;
     EchoRequest request;
     uint64_t bytes = 0;
@@ -336,6 +382,7 @@ class EchoService final : public sepal::test::Echo::Service {
   Status ServerStream(ServerContext* context, const EchoRequest* request,
                       grpc::ServerWriter<EchoResponse>* writer) override {
     CallScope call(counters_, context, "/sepal.test.Echo/ServerStream");
+    if (!call.admitted()) return Rejected();
     if (request->echo_metadata()) EchoMetadataAsTrailers(context);
     EchoResponse response;
     response.set_payload(ReplyPayload(*request, TakePayload(*request)));
@@ -354,6 +401,7 @@ class EchoService final : public sepal::test::Echo::Service {
   Status Bidi(ServerContext* context,
               grpc::ServerReaderWriter<EchoResponse, EchoRequest>* stream) override {
     CallScope call(counters_, context, "/sepal.test.Echo/Bidi");
+    if (!call.admitted()) return Rejected();
     EchoRequest request;
     EchoResponse response;
     uint64_t bytes = 0;
@@ -397,7 +445,8 @@ std::string DialableAddress(const std::string& requested, int selected_port) {
 
 }  // namespace
 
-FakeSuperLink::FakeSuperLink() : counters_(std::make_unique<CallCounters>()) {}
+FakeSuperLink::FakeSuperLink(int max_concurrent_calls)
+    : counters_(std::make_unique<CallCounters>(max_concurrent_calls)) {}
 
 FakeSuperLink::~FakeSuperLink() { Shutdown(); }
 
@@ -412,7 +461,7 @@ std::unique_ptr<FakeSuperLink> FakeSuperLink::Start(Options options) {
     std::cerr << "FakeSuperLink: no address to listen on\n";
     return nullptr;
   }
-  std::unique_ptr<FakeSuperLink> link(new FakeSuperLink());
+  std::unique_ptr<FakeSuperLink> link(new FakeSuperLink(std::max(0, options.max_concurrent_calls)));
   link->shutdown_grace_ = options.shutdown_grace;
   CallCounters& counters = *link->counters_;
   link->services_.push_back(std::make_unique<FleetService>(counters));
@@ -490,6 +539,20 @@ int FakeSuperLink::CancelledCount(const std::string& full_method) const {
 
 bool FakeSuperLink::WaitForCancelled(int n, std::chrono::milliseconds timeout) const {
   return counters_->WaitForCancelled(n, timeout);
+}
+
+int FakeSuperLink::ActiveCalls() const { return counters_->Active(); }
+
+int FakeSuperLink::PeakActiveCalls() const { return counters_->Peak(); }
+
+void FakeSuperLink::ResetPeak() { counters_->ResetPeak(); }
+
+int FakeSuperLink::RejectedCount() const { return counters_->Rejected(); }
+
+std::string FakeSuperLink::StatsJson() const {
+  return StrCat("{\"calls\":", TotalCallCount(), ",\"active\":", ActiveCalls(),
+                ",\"peak\":", PeakActiveCalls(), ",\"rejected\":", RejectedCount(),
+                ",\"cancelled\":", CancelledCount(), "}");
 }
 
 std::string FakeSuperLink::FormatMetadata(std::string_view key, std::string_view value) {

@@ -45,6 +45,10 @@ class FakeSuperLink {
     std::string tls_private_key_pem;
     // With TLS: require client certificates signed by this PEM CA (empty = none asked).
     std::string tls_client_ca_pem;
+    // Emulates Flower's grpcio server (maximum_concurrent_rpcs=1000): a call that arrives
+    // while this many handlers are running is answered RESOURCE_EXHAUSTED at once, without
+    // reaching a handler (not in CallCount; counted in RejectedCount). 0 = unlimited.
+    int max_concurrent_calls = 0;
   };
 
   // Largest message either direction; Flower itself allows 512 MiB.
@@ -81,6 +85,16 @@ class FakeSuperLink {
   // True once at least n calls were seen cancelled; false after `timeout`.
   bool WaitForCancelled(int n, std::chrono::milliseconds timeout) const;
 
+  // Concurrency, for "the upstream saw at most N calls at once" (thread-safe, lock-free):
+  // handlers running now, the most that ran at once since Start or ResetPeak, and the calls
+  // refused by Options::max_concurrent_calls.
+  int ActiveCalls() const;
+  int PeakActiveCalls() const;
+  void ResetPeak();  // the peak restarts from ActiveCalls()
+  int RejectedCount() const;
+  // One line of JSON: {"calls":N,"active":N,"peak":N,"rejected":N,"cancelled":N}.
+  std::string StatsJson() const;
+
   // How one client metadata entry appears in `seen_metadata`: "key=value", where values of
   // binary ("-bin") keys are standard base64 with padding, e.g. "x-token-bin=AAEC".
   static std::string FormatMetadata(std::string_view key, std::string_view value);
@@ -88,7 +102,7 @@ class FakeSuperLink {
   static std::string MakePayload(std::size_t size);
 
  private:
-  FakeSuperLink();
+  explicit FakeSuperLink(int max_concurrent_calls);
 
   std::unique_ptr<CallCounters> counters_;
   std::vector<std::unique_ptr<grpc::Service>> services_;

@@ -6,9 +6,12 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "tests/proto/control.grpc.pb.h"
 #include "tests/proto/echo.grpc.pb.h"
@@ -233,6 +236,112 @@ TEST_F(FakeSuperLinkTest, LargeUnaryEcho) {
   EchoResponse response;
   ASSERT_TRUE(echo_->Unary(&context, request, &response).ok());
   EXPECT_TRUE(response.payload() == payload);  // not EXPECT_EQ: no 64 MiB failure message
+}
+
+// --- concurrency: ActiveCalls, PeakActiveCalls, max_concurrent_calls ---
+
+// A sleeping Echo.Unary on its own thread; the status is read after join().
+struct SleepingCall {
+  SleepingCall(Echo::Stub& stub, uint32_t sleep_ms) {
+    thread = std::thread([this, &stub, sleep_ms] {
+      grpc::ClientContext context;
+      SetDeadline(context, milliseconds(10000));
+      EchoRequest request;
+      request.set_sleep_ms(sleep_ms);
+      EchoResponse response;
+      status = stub.Unary(&context, request, &response);
+    });
+  }
+  grpc::Status Join() {
+    thread.join();
+    return status;
+  }
+  std::thread thread;
+  grpc::Status status;
+};
+
+bool WaitUntil(const std::function<bool()>& condition, milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  return true;
+}
+
+std::unique_ptr<FakeSuperLink> StartWithLimit(int max_concurrent_calls) {
+  FakeSuperLink::Options options;
+  options.addresses = {"127.0.0.1:0"};
+  options.max_concurrent_calls = max_concurrent_calls;
+  return FakeSuperLink::Start(options);
+}
+
+TEST(FakeSuperLinkConcurrency, CallsPastTheLimitAreRejectedAtOnce) {
+  auto link = StartWithLimit(2);
+  ASSERT_NE(link, nullptr);
+  auto echo = Echo::NewStub(Dial(link->address()));
+  SleepingCall first(*echo, 1500);
+  SleepingCall second(*echo, 1500);
+  ASSERT_TRUE(WaitUntil([&] { return link->ActiveCalls() == 2; }, milliseconds(5000)));
+
+  const auto start = std::chrono::steady_clock::now();
+  SleepingCall third(*echo, 1500);
+  const grpc::Status refused = third.Join();
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << refused.error_message();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, milliseconds(1000));  // not after a sleep
+  EXPECT_EQ(link->RejectedCount(), 1);
+  EXPECT_EQ(link->ActiveCalls(), 2);
+
+  EXPECT_TRUE(first.Join().ok());
+  EXPECT_TRUE(second.Join().ok());
+  EXPECT_TRUE(WaitUntil([&] { return link->ActiveCalls() == 0; }, milliseconds(2000)));
+  EXPECT_EQ(link->PeakActiveCalls(), 2);
+  EXPECT_EQ(link->TotalCallCount(), 2);  // the refused call never reached a handler
+  EXPECT_EQ(link->StatsJson(),
+            R"({"calls":2,"active":0,"peak":2,"rejected":1,"cancelled":0})");
+
+  // Below the limit again: calls are served; ResetPeak restarts from what runs now.
+  link->ResetPeak();
+  EXPECT_EQ(link->PeakActiveCalls(), 0);
+  SleepingCall fourth(*echo, 0);
+  EXPECT_TRUE(fourth.Join().ok());
+  EXPECT_EQ(link->PeakActiveCalls(), 1);
+  EXPECT_EQ(link->RejectedCount(), 1);
+}
+
+TEST(FakeSuperLinkConcurrency, UnlimitedByDefaultAndPeakCountsEveryCall) {
+  auto link = FakeSuperLink::Start("127.0.0.1:0");
+  ASSERT_NE(link, nullptr);
+  auto echo = Echo::NewStub(Dial(link->address()));
+  std::vector<std::unique_ptr<SleepingCall>> calls;
+  for (int i = 0; i < 5; ++i) calls.push_back(std::make_unique<SleepingCall>(*echo, 800));
+  EXPECT_TRUE(WaitUntil([&] { return link->ActiveCalls() == 5; }, milliseconds(5000)));
+  for (auto& call : calls) EXPECT_TRUE(call->Join().ok());
+  EXPECT_TRUE(WaitUntil([&] { return link->ActiveCalls() == 0; }, milliseconds(2000)));
+  EXPECT_EQ(link->PeakActiveCalls(), 5);
+  EXPECT_EQ(link->RejectedCount(), 0);
+}
+
+TEST(FakeSuperLinkConcurrency, CancelledCallsLeaveTheActiveCount) {
+  auto link = StartWithLimit(1);
+  ASSERT_NE(link, nullptr);
+  auto echo = Echo::NewStub(Dial(link->address()));
+  {
+    grpc::ClientContext context;
+    SetDeadline(context, milliseconds(200));
+    EchoRequest request;
+    request.set_sleep_ms(10000);
+    EchoResponse response;
+    EXPECT_EQ(echo->Unary(&context, request, &response).error_code(),
+              grpc::StatusCode::DEADLINE_EXCEEDED);
+  }
+  ASSERT_TRUE(link->WaitForCancelled(1, milliseconds(2000)));
+  EXPECT_TRUE(WaitUntil([&] { return link->ActiveCalls() == 0; }, milliseconds(2000)));
+  SleepingCall next(*echo, 0);  // the slot is free again
+  EXPECT_TRUE(next.Join().ok());
+  EXPECT_EQ(link->RejectedCount(), 0);
+  EXPECT_EQ(link->StatsJson(),
+            R"({"calls":2,"active":0,"peak":1,"rejected":0,"cancelled":1})");
 }
 
 TEST(FakeSuperLinkLifecycle, RestartsOnTheSamePort) {
