@@ -445,6 +445,15 @@ void DownstreamConnection::OnReceivedBatch() {
   }
 }
 
+void DownstreamConnection::CollectLargeStreams(
+    size_t min_bytes, std::vector<std::pair<size_t, ProxyStream*>>* out) {
+  if (closed()) return;
+  for (auto& [id, stream] : streams_) {
+    size_t bytes = stream->buffered_bytes();
+    if (bytes >= min_bytes) out->emplace_back(bytes, stream.get());
+  }
+}
+
 void DownstreamConnection::Tick() {
   if (closed() || session_ == nullptr) return;
   if (over_connection_cap_ && streams_.empty() && ++idle_ticks_over_cap_ >= 2) SendCapGoAway();

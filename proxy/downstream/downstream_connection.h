@@ -65,6 +65,8 @@ class DownstreamConnection final : public Http2Connection {
   void Glitch(std::string_view kind);
   // Once a second (from the worker): ends calls whose request stopped arriving.
   void Tick();
+  // Calls whose buffers hold at least `min_bytes`, for the memory budget's shedding.
+  void CollectLargeStreams(size_t min_bytes, std::vector<std::pair<size_t, ProxyStream*>>* out);
 
  private:
   // Appends up to 512 bytes read from the socket itself (before any TLS) to `*buffer`,

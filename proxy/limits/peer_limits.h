@@ -33,6 +33,7 @@ inline constexpr std::string_view kUpstreamRate = "upstream_new_streams_per_seco
 inline constexpr std::string_view kMaxConcurrentStreams = "max_concurrent_streams";
 inline constexpr std::string_view kMemory = "memory_overload";
 inline constexpr std::string_view kRequestProgress = "request_progress_timeout";
+inline constexpr std::string_view kHeaderList = "max_header_list_bytes";
 }  // namespace limit
 
 // One peer's counters, shared by its connections on every worker.

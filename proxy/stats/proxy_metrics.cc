@@ -45,7 +45,7 @@ const Families& GetFamilies() {
         "Calls, streams and connections refused by a limit (peer_connections, "
         "peer_concurrent_calls, peer_calls_per_second, upstream_concurrent_streams, "
         "upstream_pending_streams, upstream_new_streams_per_second, max_concurrent_streams, "
-        "memory_overload, request_progress_timeout).",
+        "memory_overload, request_progress_timeout, max_header_list_bytes).",
         {"listener", "limit"});
     f.tls_handshake_errors = &r.AddCounter(
         "sepal_tls_handshake_errors_total",

@@ -167,6 +167,7 @@ void ProxyStream::OnRequestHeader(nghttp2_rcbuf* name, nghttp2_rcbuf* value, uin
 void ProxyStream::OnRequestHeadersComplete(bool end_stream) {
   if (end_stream) request_ended_ = true;
   if (request_headers_too_large_) {
+    downstream_.listener().stats().LimitRejection(limits::limit::kHeaderList);
     LocalReply(grpc::StatusCode::kResourceExhausted,
                "request header list larger than max_header_list_bytes", "header_list_too_large");
     return;
@@ -265,6 +266,14 @@ uint64_t ProxyStream::RequestStalledFor(uint64_t now_ticks) {
     return 0;
   }
   return now_ticks - progress_tick_;
+}
+
+void ProxyStream::Shed() {
+  downstream_.listener().stats().LimitRejection(limits::limit::kMemory);
+  LocalReply(grpc::StatusCode::kUnavailable,
+             "sepal: over its memory budget (memory.high_watermark_bytes); retry later",
+             limits::limit::kMemory);
+  reset_after_response_ = true;
 }
 
 void ProxyStream::OnRequestStalled(std::chrono::seconds timeout) {

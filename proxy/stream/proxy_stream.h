@@ -55,6 +55,11 @@ class ProxyStream {
   // The request made no progress for `timeout`: answer UNAVAILABLE and stop the request.
   void OnRequestStalled(std::chrono::seconds timeout);
   bool response_started() const { return response_started_; }
+  // Body bytes this call holds in memory (both directions).
+  size_t buffered_bytes() const { return request_body_.size() + response_body_.size(); }
+  // Memory budget exceeded and this call holds among the most: answer UNAVAILABLE now
+  // (trailers, if its response had started), dropping what it buffered.
+  void Shed();
   // RST_STREAM NO_ERROR once the response's END_STREAM is sent (the request is unwanted).
   bool reset_after_response() const { return reset_after_response_ && !request_ended_; }
 

@@ -7,6 +7,7 @@
 
 #include "proxy/common/log.h"
 #include "proxy/downstream/downstream_connection.h"
+#include "proxy/stream/proxy_stream.h"
 #include "proxy/listener/listener.h"
 #include "proxy/upstream/upstream_pool.h"
 
@@ -163,6 +164,30 @@ void Worker::ScheduleTick() {
     }
     ScheduleTick();
   });
+}
+
+void Worker::ShedLargestStreams() {
+  constexpr size_t kMinBytes = 64 * 1024;  // below that a call is not worth ending
+  constexpr size_t kMaxPerTick = 32;
+  std::vector<std::pair<size_t, ProxyStream*>> large;
+  for (DownstreamConnection* connection : connections_) {
+    connection->CollectLargeStreams(kMinBytes, &large);
+  }
+  if (large.empty()) return;
+  std::sort(large.begin(), large.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  size_t total = 0;
+  for (const auto& [bytes, stream] : large) total += bytes;
+  // The largest first, until half of what these calls hold is released.
+  size_t shed = 0;
+  size_t count = 0;
+  for (const auto& [bytes, stream] : large) {
+    if (shed >= total / 2 || count == kMaxPerTick) break;
+    stream->Shed();
+    shed += bytes;
+    ++count;
+  }
+  LogWarning("worker ", index_, ": over the memory budget: ended the ", count,
+             " calls holding the most memory (", shed >> 10, " KiB)");
 }
 
 void Worker::Start() {

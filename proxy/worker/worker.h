@@ -74,6 +74,8 @@ class Worker {
   void RetireListener(std::unique_ptr<Listener> listener);
   void SweepRetiredPools();
   void ScheduleTick();
+  // Memory budget exceeded: ends the calls of this worker that buffer the most.
+  void ShedLargestStreams();
 
   unsigned index_;
   std::shared_ptr<const Generation> generation_;

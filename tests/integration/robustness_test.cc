@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "tests/fuzz/fake_h2_upstream.h"
+#include "proxy/metrics/metrics.h"
 #include "tests/integration/loopback.h"
 #include "tests/integration/proxy_fixture.h"
 #include "tests/support/h2_test_client.h"
@@ -118,6 +119,9 @@ TEST_F(RobustnessTest, OversizedHeaderListIsResourceExhausted) {
               client->stream(id).end_stream_received);
   EXPECT_EQ(client->stream(id).GrpcStatus(), 8);
   EXPECT_EQ(backend_->TotalCallCount(), 0);
+  EXPECT_EQ(SeriesValue(metrics::DefaultRegistry().Serialize(),
+                        R"(sepal_limit_rejections_total{listener="fleet",limit="max_header_list_bytes"})"),
+            1);
   ExpectStillServing();
 }
 
