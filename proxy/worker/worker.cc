@@ -6,6 +6,7 @@
 #include <future>
 
 #include "proxy/common/log.h"
+#include "proxy/common/log_rate_limit.h"
 #include "proxy/downstream/downstream_connection.h"
 #include "proxy/stream/proxy_stream.h"
 #include "proxy/listener/listener.h"
@@ -157,6 +158,8 @@ void Worker::ScheduleTick() {
   tick_timer_->async_wait([this](boost::system::error_code ec) {
     if (ec) return;
     ++ticks_;
+    // "N similar lines suppressed" even when no further line of that kind comes.
+    if (index_ == 0) LogRateLimit::FlushAll();
     // Connections may close (and unregister) while ticking.
     std::vector<DownstreamConnection*> snapshot(connections_.begin(), connections_.end());
     for (DownstreamConnection* connection : snapshot) {
