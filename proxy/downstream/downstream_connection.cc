@@ -23,6 +23,10 @@ ProxyStream* StreamOf(nghttp2_session* session, int32_t stream_id) {
   return static_cast<ProxyStream*>(nghttp2_session_get_stream_user_data(session, stream_id));
 }
 
+// Lines a peer can cause, each kind rate-limited (the metrics count every event).
+LogRateLimit g_log_bad_input("bad client input");
+LogRateLimit g_log_tls("TLS handshake failures");
+LogRateLimit g_log_identity("identity lookups");
 LogRateLimit g_log_peer_limits("peer limits");
 LogRateLimit g_log_glitches("too many glitches");
 LogRateLimit g_log_stalled("stalled requests");
@@ -114,7 +118,7 @@ void DownstreamConnection::RefuseNonTls() {
   if (LooksLikeHttp1(data, length)) {
     static constexpr std::string_view kBody =
         "sepal: this port accepts TLS (HTTP/2, gRPC) only; use https / a TLS gRPC channel\n";
-    LogWarning("listener ", listener_.name(), ": ", peer_,
+    if (g_log_bad_input.Allow()) LogWarning("listener ", listener_.name(), ": ", peer_,
                " sent a cleartext HTTP/1.x request on a TLS port; closing");
     listener_.stats().TlsHandshakeError(tls::reason::kNotTls);
     WriteRawAndClose(StrCat("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
@@ -164,7 +168,7 @@ void DownstreamConnection::OnHandshake(const boost::system::error_code& ec) {
 }
 
 void DownstreamConnection::FailTls(std::string_view reason, std::string_view detail) {
-  LogWarning("listener ", listener_.name(), ": ", peer_, ": TLS handshake failed (", reason,
+  if (g_log_tls.Allow()) LogWarning("listener ", listener_.name(), ": ", peer_, ": TLS handshake failed (", reason,
              "): ", detail, "; closing");
   listener_.stats().TlsHandshakeError(reason);
   Close(StrCat("TLS handshake failed: ", detail));
@@ -192,7 +196,7 @@ void DownstreamConnection::ReadProxyHeader() {
         worker_.io(), std::chrono::seconds(5));
     proxy_header_timer_->async_wait([self](boost::system::error_code ec) {
       if (ec || self->closed() || self->session_ != nullptr) return;
-      LogWarning("listener ", self->listener_.name(), ": ", self->peer_,
+      if (g_log_bad_input.Allow()) LogWarning("listener ", self->listener_.name(), ": ", self->peer_,
                  ": no complete PROXY protocol header within 5 s; closing");
       self->CountProtocolError("proxy_header");
       self->Close("PROXY header timeout");
@@ -212,7 +216,7 @@ void DownstreamConnection::ReadProxyHeader() {
             self->ReadProxyHeader();
             return;
           case ProxyParseStatus::kError:
-            LogWarning("listener ", self->listener_.name(), ": ", self->peer_,
+            if (g_log_bad_input.Allow()) LogWarning("listener ", self->listener_.name(), ": ", self->peer_,
                        ": bad PROXY protocol header: ", parsed.error, "; closing");
             self->CountProtocolError("proxy_header");
             self->Close("bad PROXY header");
@@ -300,11 +304,11 @@ void DownstreamConnection::OnIdentity(identity::LookupResult result) {
       LogDebug("listener ", listener_.name(), ": ", peer_, " is ", lookup_.identity->Describe());
       break;
     case identity::LookupResult::Kind::kNotInTailnet:
-      LogInfo("listener ", listener_.name(), ": ", peer_, " is not a tailnet peer: ",
+      if (g_log_identity.Allow()) LogInfo("listener ", listener_.name(), ": ", peer_, " is not a tailnet peer: ",
               lookup_.detail);
       break;
     case identity::LookupResult::Kind::kFailed:
-      LogWarning("listener ", listener_.name(), ": identity lookup for ", peer_,
+      if (g_log_identity.Allow()) LogWarning("listener ", listener_.name(), ": identity lookup for ", peer_,
                  " failed: ", lookup_.detail);
       break;
   }
@@ -322,14 +326,14 @@ bool DownstreamConnection::OnFirstBytes(const uint8_t* data, size_t length) {
   size_t n = std::min(length, kClientPreface.size());
   if (std::memcmp(data, kClientPreface.data(), n) == 0) return true;
   if (data[0] == 0x16 && length >= 3 && data[1] == 0x03) {
-    LogWarning("listener ", listener_.name(), ": ", peer_,
+    if (g_log_bad_input.Allow()) LogWarning("listener ", listener_.name(), ": ", peer_,
                " started a TLS handshake on a cleartext (h2c) port; closing");
     CountProtocolError("tls_on_cleartext");
     Close("TLS on cleartext port");
     return false;
   }
   if (LooksLikeHttp1(data, length)) {
-    LogWarning("listener ", listener_.name(), ": ", peer_,
+    if (g_log_bad_input.Allow()) LogWarning("listener ", listener_.name(), ": ", peer_,
                " sent an HTTP/1.x request; this port speaks HTTP/2 (gRPC) only");
     static constexpr std::string_view kBody =
         "sepal: this port accepts HTTP/2 (gRPC) only; use a gRPC client or prior-knowledge h2c\n";
@@ -341,7 +345,7 @@ bool DownstreamConnection::OnFirstBytes(const uint8_t* data, size_t length) {
                      "HTTP/1.x request on HTTP/2 port");
     return false;
   }
-  LogWarning("listener ", listener_.name(), ": ", peer_,
+  if (g_log_bad_input.Allow()) LogWarning("listener ", listener_.name(), ": ", peer_,
              " sent bytes that are not an HTTP/2 connection preface; closing");
   CountProtocolError("bad_preface");
   Close("bad connection preface");
@@ -659,7 +663,7 @@ int DownstreamConnection::OnFrameSend(nghttp2_session* session, const nghttp2_fr
 int DownstreamConnection::OnInvalidFrame(nghttp2_session*, const nghttp2_frame* frame,
                                          int lib_error, void* user_data) {
   auto* self = static_cast<DownstreamConnection*>(user_data);
-  LogInfo("listener ", self->listener_.name(), ": ", self->peer_, " sent an invalid frame (type ",
+  if (g_log_bad_input.Allow()) LogInfo("listener ", self->listener_.name(), ": ", self->peer_, " sent an invalid frame (type ",
           static_cast<int>(frame->hd.type), ", stream ", frame->hd.stream_id,
           "): ", nghttp2_strerror(lib_error));
   return 0;

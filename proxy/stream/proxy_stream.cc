@@ -13,6 +13,7 @@
 #include "filters/authz/authz_filter.h"
 #include "filters/identity_headers/identity_headers.h"
 #include "proxy/common/log.h"
+#include "proxy/common/log_rate_limit.h"
 #include "proxy/common/strings.h"
 #include "proxy/downstream/downstream_connection.h"
 #include "proxy/listener/listener.h"
@@ -201,7 +202,8 @@ void ProxyStream::ContinueAfterIdentity() {
   decision_ = decision.allowed ? "allow" : "deny";
   authz_reason_ = decision.reason;
   if (!decision.allowed) {
-    LogInfo("authz: deny ", path, " for ", downstream_.peer(), " on ",
+    static LogRateLimit log_denials("authz denials");
+    if (log_denials.Allow()) LogInfo("authz: deny ", path, " for ", downstream_.peer(), " on ",
             downstream_.listener().name(), " (", decision.reason, ")");
     LocalReply(decision.code, decision.message, decision.reason);
     return;
