@@ -10,6 +10,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "tests/fuzz/fake_h2_upstream.h"
@@ -87,6 +88,38 @@ TEST_F(RobustnessTest, GarbageIsClosed) {
   bool closed = false;
   RawExchange(port_, std::string(1000, '\x07'), &closed);
   EXPECT_TRUE(closed);
+  ExpectStillServing();
+}
+
+// A flood of bad clients does not flood the log: each kind of line is rate-limited, while
+// the metric counts every one.
+TEST_F(RobustnessTest, AFloodOfBadClientsDoesNotFloodTheLog) {
+  StartDefault();
+  char path[] = "/tmp/sepal-log-XXXXXX";
+  int log_fd = mkstemp(path);
+  ASSERT_GE(log_fd, 0);
+  int saved_stderr = dup(STDERR_FILENO);
+  dup2(log_fd, STDERR_FILENO);
+  for (int i = 0; i < 60; ++i) {
+    bool closed = false;
+    RawExchange(port_, std::string(100, '\x07'), &closed);
+    EXPECT_TRUE(closed);
+  }
+  dup2(saved_stderr, STDERR_FILENO);
+  close(saved_stderr);
+  std::ifstream in(path);
+  std::string line;
+  int lines = 0;
+  while (std::getline(in, line)) {
+    if (line.find("not an HTTP/2 connection preface") != std::string::npos) ++lines;
+  }
+  close(log_fd);
+  std::remove(path);
+  EXPECT_GE(lines, 1);
+  EXPECT_LE(lines, 20);
+  EXPECT_EQ(SeriesValue(metrics::DefaultRegistry().Serialize(),
+                        R"(sepal_downstream_protocol_errors_total{listener="fleet",kind="bad_preface"})"),
+            60);
   ExpectStillServing();
 }
 
