@@ -16,6 +16,7 @@ ChunkPool::~ChunkPool() {
 }
 
 Chunk* ChunkPool::Get() {
+  ++in_use_;
   if (free_ == nullptr) return new Chunk;
   Chunk* chunk = free_;
   free_ = chunk->next;
@@ -26,6 +27,7 @@ Chunk* ChunkPool::Get() {
 }
 
 void ChunkPool::Put(Chunk* chunk) {
+  --in_use_;
   if (free_count_ >= max_free_) {
     delete chunk;
     return;
@@ -33,6 +35,18 @@ void ChunkPool::Put(Chunk* chunk) {
   chunk->next = free_;
   free_ = chunk;
   ++free_count_;
+}
+
+size_t ChunkPool::Release(size_t keep) {
+  size_t released = 0;
+  while (free_count_ > keep) {
+    Chunk* next = free_->next;
+    delete free_;
+    free_ = next;
+    --free_count_;
+    ++released;
+  }
+  return released;
 }
 
 void ChunkBuffer::Append(const uint8_t* data, size_t length) {

@@ -17,21 +17,32 @@ struct Chunk {
 };
 
 // Free list of chunks owned by one worker thread (no locking). Keeps at most `max_free`
-// chunks; the rest go back to the allocator.
+// chunks; the rest go back to the allocator. The default keeps 1 MiB a worker: enough to
+// recycle one stream window's worth of pages without asking the allocator, little enough that
+// what a burst leaves behind is not pinned here (512 chunks, 8 MiB a worker, used to stay
+// resident after every large-message burst; bench/memory.md).
 class ChunkPool {
  public:
-  explicit ChunkPool(size_t max_free = 512) : max_free_(max_free) {}
+  static constexpr size_t kDefaultMaxFree = 64;
+
+  explicit ChunkPool(size_t max_free = kDefaultMaxFree) : max_free_(max_free) {}
   ~ChunkPool();
   ChunkPool(const ChunkPool&) = delete;
   ChunkPool& operator=(const ChunkPool&) = delete;
 
   Chunk* Get();
   void Put(Chunk* chunk);
+  // Hands free chunks beyond `keep` back to the allocator (the memory budget's shedding, or an
+  // idle worker); returns how many.
+  size_t Release(size_t keep = 0);
   size_t free_count() const { return free_count_; }
+  // Chunks handed out and not yet put back: what this worker's buffers hold.
+  size_t in_use() const { return in_use_; }
 
  private:
   Chunk* free_ = nullptr;
   size_t free_count_ = 0;
+  size_t in_use_ = 0;
   size_t max_free_;
 };
 
