@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "proxy/config/config.h"
+#include "proxy/memory/memory_metrics.h"
 #include "proxy/metrics/metrics.h"
 #include "proxy/stats/proxy_metrics.h"
 #include "proxy/tls/tailscale_cert_source.h"
@@ -342,7 +343,8 @@ const char* TypeName(metrics::MetricType type) {
 
 // Every family sepal declares, each where the program declares it.
 std::vector<metrics::FamilyInfo> DeclareSepalFamilies() {
-  stats::GetFamilies();  // the proxy's families
+  stats::GetFamilies();   // the proxy's families
+  memory::GetFamilies();  // the memory budget's
   {
     // The certificate source declares its own two when it is made; it runs only if started.
     boost::asio::io_context io;
