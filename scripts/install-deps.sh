@@ -6,7 +6,7 @@ set -euo pipefail
 pkgs=(
   build-essential cmake ninja-build ccache pkg-config git
   libboost1.81-all-dev libboost-json1.81-dev
-  libnghttp2-dev libssl-dev libabsl-dev libyaml-cpp-dev
+  libnghttp2-dev libssl-dev libabsl-dev libyaml-cpp-dev libjemalloc-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libgtest-dev libgmock-dev libbenchmark-dev
   iproute2 procps curl nghttp2-client prometheus openssl jq python3 python3-yaml
