@@ -331,23 +331,34 @@ Status RequestedStatus(const EchoRequest& request) {
 
 // sepal.test.Echo: every gRPC call kind, driven by the fields of EchoRequest. A non-zero
 // status_code ends the call with that status after the replies the request asked for.
-class EchoService final : public sepal::test::Echo::Service {
+// Initial metadata makes grpc send a HEADERS frame of its own, so an immediate Echo.Unary
+// error goes without it: that is how tests get a trailers-only reply from the upstream.
+bool TrailersOnly(const EchoRequest& request) {
+  return request.status_code() != 0 && request.sleep_ms() == 0;
+}
+
+// Echo.Unary once its request is in.
+Status AnswerUnary(ServerContext* context, const EchoRequest& request, EchoResponse* response) {
+  if (!SleepUnlessCancelled(context, request.sleep_ms())) return Cancelled();
+  if (request.echo_metadata()) EchoMetadataAsTrailers(context);
+  if (request.status_code() != 0) return RequestedStatus(request);
+  response->set_payload(ReplyPayload(request, TakePayload(request)));
+  ReportMetadata(*context, response->mutable_seen_metadata());
+  return Status::OK;
+}
+
+// `Base` is Echo::Service, or its variant whose Unary handler starts on the request HEADERS
+// (StreamedEchoService below).
+template <typename Base>
+class EchoService : public Base {
  public:
   explicit EchoService(CallCounters& counters) : counters_(counters) {}
 
   Status Unary(ServerContext* context, const EchoRequest* request,
                EchoResponse* response) override {
-    // Initial metadata makes grpc send a HEADERS frame of its own, so an immediate error
-    // goes without it: that is how tests get a trailers-only reply from the upstream.
-    const bool trailers_only = request->status_code() != 0 && request->sleep_ms() == 0;
-    CallScope call(counters_, context, "/sepal.test.Echo/Unary", !trailers_only);
+    CallScope call(counters_, context, "/sepal.test.Echo/Unary", !TrailersOnly(*request));
     if (!call.admitted()) return Rejected();
-    if (!SleepUnlessCancelled(context, request->sleep_ms())) return Cancelled();
-    if (request->echo_metadata()) EchoMetadataAsTrailers(context);
-    if (request->status_code() != 0) return RequestedStatus(*request);
-    response->set_payload(ReplyPayload(*request, TakePayload(*request)));
-    ReportMetadata(*context, response->mutable_seen_metadata());
-    return Status::OK;
+    return AnswerUnary(context, *request, response);
   }
 
   // Reads everything, then replies once; the first request decides sleep, status, trailers
@@ -427,8 +438,35 @@ class EchoService final : public sepal::test::Echo::Service {
     return Status::OK;
   }
 
- private:
+ protected:
   CallCounters& counters_;
+};
+
+// With max_concurrent_calls: grpcio counts a call against maximum_concurrent_rpcs from its
+// HEADERS, before the request message arrives, so a client that never sends the body holds a
+// slot. grpc++ hands a plain unary handler its call only with the message; as a streamed unary
+// the handler starts on the HEADERS and waits for the message itself, holding its slot.
+class StreamedEchoService final
+    : public EchoService<
+          sepal::test::Echo::WithStreamedUnaryMethod_Unary<sepal::test::Echo::Service>> {
+ public:
+  using EchoService::EchoService;
+
+  Status StreamedUnary(ServerContext* context,
+                       grpc::ServerUnaryStreamer<EchoRequest, EchoResponse>* stream) override {
+    CallScope call(counters_, context, "/sepal.test.Echo/Unary", false);
+    if (!call.admitted()) return Rejected();
+    EchoRequest request;
+    if (!stream->Read(&request)) {
+      if (context->IsCancelled()) return Cancelled();
+      return Status(grpc::StatusCode::INTERNAL, "no request message");
+    }
+    if (!TrailersOnly(request)) context->AddInitialMetadata("x-superlink", "stand-in");
+    EchoResponse response;
+    Status status = AnswerUnary(context, request, &response);
+    if (status.ok() && !stream->Write(response)) return Cancelled();
+    return status;
+  }
 };
 
 bool IsUnixAddress(std::string_view address) {
@@ -469,7 +507,11 @@ std::unique_ptr<FakeSuperLink> FakeSuperLink::Start(Options options) {
       counters, "flwr.proto.Control"));
   link->services_.push_back(
       std::make_unique<ControlService<flwr::proto::Exec::Service>>(counters, "flwr.proto.Exec"));
-  link->services_.push_back(std::make_unique<EchoService>(counters));
+  if (options.max_concurrent_calls > 0) {
+    link->services_.push_back(std::make_unique<StreamedEchoService>(counters));
+  } else {
+    link->services_.push_back(std::make_unique<EchoService<sepal::test::Echo::Service>>(counters));
+  }
 
   grpc::ServerBuilder builder;
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);

@@ -48,6 +48,8 @@ class FakeSuperLink {
     // Emulates Flower's grpcio server (maximum_concurrent_rpcs=1000): a call that arrives
     // while this many handlers are running is answered RESOURCE_EXHAUSTED at once, without
     // reaching a handler (not in CallCount; counted in RejectedCount). 0 = unlimited.
+    // With a limit, Echo.Unary counts from its request HEADERS, as grpcio counts, so a call
+    // whose body never comes holds its slot (its handler waits for the message).
     int max_concurrent_calls = 0;
   };
 

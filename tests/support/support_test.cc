@@ -344,6 +344,60 @@ TEST(FakeSuperLinkConcurrency, CancelledCallsLeaveTheActiveCount) {
             R"({"calls":2,"active":0,"peak":1,"rejected":0,"cancelled":1})");
 }
 
+TEST(FakeSuperLinkConcurrency, UnaryWithoutItsBodyHoldsASlotAsInGrpcio) {
+  auto link = StartWithLimit(1);
+  ASSERT_NE(link, nullptr);
+  std::string error;
+  auto client = H2TestClient::Connect(link->address(), &error);
+  ASSERT_NE(client, nullptr) << error;
+  // HEADERS of an Echo.Unary call and never its message.
+  const int32_t id = client->SubmitRequest(
+      H2TestClient::GrpcRequestHeaders("/sepal.test.Echo/Unary", link->address()));
+  ASSERT_GT(id, 0);
+  ASSERT_TRUE(client->WaitFor([&] { return link->ActiveCalls() == 1; }, milliseconds(5000)));
+
+  auto echo = Echo::NewStub(Dial(link->address()));
+  SleepingCall refused(*echo, 0);
+  EXPECT_EQ(refused.Join().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+
+  ASSERT_TRUE(client->ResetStream(id));
+  EXPECT_TRUE(WaitUntil([&] { return link->ActiveCalls() == 0; }, milliseconds(2000)));
+  SleepingCall served(*echo, 0);
+  EXPECT_TRUE(served.Join().ok());
+  EXPECT_EQ(link->RejectedCount(), 1);
+  EXPECT_EQ(link->CancelledCount("/sepal.test.Echo/Unary"), 1);
+}
+
+TEST(FakeSuperLinkConcurrency, LimitedUnaryKeepsMetadataAndTrailersOnlyErrors) {
+  auto link = StartWithLimit(10);
+  ASSERT_NE(link, nullptr);
+  auto echo = Echo::NewStub(Dial(link->address()));
+  grpc::ClientContext context;
+  SetDeadline(context, milliseconds(5000));
+  context.AddMetadata("x-token", "secret");
+  EchoRequest request;
+  request.set_payload("hello");
+  request.set_echo_metadata(true);
+  EchoResponse response;
+  ASSERT_TRUE(echo->Unary(&context, request, &response).ok());
+  EXPECT_EQ(response.payload(), "hello");
+  EXPECT_THAT(response.seen_metadata(), Contains("x-token=secret"));
+  EXPECT_EQ(MetadataValue(context.GetServerInitialMetadata(), "x-superlink"), "stand-in");
+  EXPECT_EQ(MetadataValue(context.GetServerTrailingMetadata(), "echo-x-token"), "secret");
+
+  std::string error;
+  auto client = H2TestClient::Connect(link->address(), &error);
+  ASSERT_NE(client, nullptr) << error;
+  EchoRequest failing;
+  failing.set_status_code(static_cast<int>(grpc::StatusCode::NOT_FOUND));
+  const int32_t id = client->SubmitRequest(
+      H2TestClient::GrpcRequestHeaders("/sepal.test.Echo/Unary", link->address()));
+  ASSERT_TRUE(client->SendData(id, H2TestClient::GrpcFrame(failing.SerializeAsString()), true));
+  ASSERT_TRUE(client->WaitForStreamClose(id));
+  EXPECT_TRUE(client->stream(id).trailers_only);
+  EXPECT_EQ(client->stream(id).GrpcStatus(), static_cast<int>(grpc::StatusCode::NOT_FOUND));
+}
+
 TEST(FakeSuperLinkLifecycle, RestartsOnTheSamePort) {
   auto first = FakeSuperLink::Start("127.0.0.1:0");
   ASSERT_NE(first, nullptr);
