@@ -19,7 +19,7 @@ BudgetSettings Normalized(BudgetSettings settings) {
     settings.low_bytes = settings.high_bytes / 4 * 3;
   }
   if (settings.interval <= std::chrono::milliseconds(0)) {
-    settings.interval = std::chrono::milliseconds(100);
+    settings.interval = kDefaultSampleInterval;
   }
   return settings;
 }
@@ -147,7 +147,7 @@ void MemoryBudget::SampleOnce() {
     if (!reason.empty()) {
       probes_.release();
       uint64_t after = probes_.resident_bytes();
-      policy_.Trimmed(now, after);
+      policy_.Trimmed(now, rss, after);
       trims_.fetch_add(1, std::memory_order_relaxed);
       f.trims->WithLabels({std::string(reason)}).Increment(metrics::kSharedShard);
       if (after < rss) {

@@ -15,7 +15,7 @@ const Families& GetFamilies() {
                                  {"watermark"});
     f.trims = &r.AddCounter(
         "sepal_memory_trims_total",
-        "Free heap memory handed back to the kernel, by reason (quiet, overload, busy).",
+        "Free heap memory handed back to the kernel, by reason (quiet, overload, busy, retry).",
         {"reason"});
     f.trimmed_bytes = &r.AddCounter("sepal_memory_trimmed_bytes_total",
                                     "Resident bytes the trims gave back.", {});

@@ -9,7 +9,7 @@ namespace sepal::memory {
 struct Families {
   metrics::GaugeFamily* resident_bytes;      // none
   metrics::GaugeFamily* budget_bytes;        // watermark: high | low
-  metrics::CounterFamily* trims;             // reason: quiet | overload | busy
+  metrics::CounterFamily* trims;             // reason: quiet | overload | busy | retry
   metrics::CounterFamily* trimmed_bytes;     // none
   metrics::GaugeFamily* overload_active;     // none
   metrics::CounterFamily* overload_transitions;  // state: active | inactive

@@ -1,6 +1,6 @@
 // What the process holds and what it can give back: resident set size, CPU time, and the
 // allocator's call that returns free heap pages to the kernel. Cheap enough to call every
-// 100 ms (bench/memory.md: ~2.5 µs for the RSS, under 1 µs for the CPU time).
+// 25 ms (bench/memory.md: ~2.5 µs for the RSS, under 1 µs for the CPU time).
 #pragma once
 
 #include <chrono>

@@ -288,8 +288,9 @@ struct PolicyRun {
     process.Advance(ms, cores);
     std::string_view reason = policy.Decide(process.now, process.rss, process.cpu, over_budget);
     if (!reason.empty()) {
+      uint64_t before = process.rss;
       process.rss = process.in_use;
-      policy.Trimmed(process.now, process.rss);
+      policy.Trimmed(process.now, before, process.rss);
     }
     return std::string(reason);
   }
@@ -323,16 +324,48 @@ TEST(TrimPolicyTest, SmallGrowthIsNotWorthATrim) {
   for (int i = 0; i < 100; ++i) EXPECT_EQ(run.Step(milliseconds(100), 0.0), "");
 }
 
-TEST(TrimPolicyTest, AnUnproductiveTrimRaisesTheBaseline) {
+TEST(TrimPolicyTest, UnproductiveTrimsBackOffToTheRetryInterval) {
   PolicyRun run;
-  run.process.rss = run.process.in_use = 40 * kMiB;  // really in use
-  std::vector<std::string> reasons;
-  for (int i = 0; i < 600; ++i) {
+  run.process.rss = run.process.in_use = 40 * kMiB;  // really in use, 30 MiB over the floor
+  std::vector<std::pair<int, std::string>> trims;
+  for (int i = 1; i <= 600; ++i) {  // 60 s, quiet
     std::string reason = run.Step(milliseconds(100), 0.0);
-    if (!reason.empty()) reasons.push_back(reason);
+    if (!reason.empty()) trims.emplace_back(i, reason);
   }
-  EXPECT_EQ(reasons, std::vector<std::string>{"quiet"});
+  ASSERT_GE(trims.size(), 4u);
+  // Quiet from the first half-second window on; then retries 2 s, 4 s, 4 s, ... apart.
+  EXPECT_EQ(trims[0], (std::pair<int, std::string>{5, "quiet"}));
+  EXPECT_EQ(trims[1], (std::pair<int, std::string>{25, "retry"}));
+  EXPECT_EQ(trims[2], (std::pair<int, std::string>{65, "retry"}));
+  for (size_t i = 3; i < trims.size(); ++i) EXPECT_EQ(trims[i].first - trims[i - 1].first, 40);
+  EXPECT_EQ(trims.size(), 16u);  // one every 4 s at most: the cost of holding memory in a lull
   EXPECT_EQ(run.policy.baseline(), 40 * kMiB);
+  EXPECT_EQ(run.policy.floor(), 10 * kMiB);
+}
+
+TEST(TrimPolicyTest, MemoryFreedAfterALullIsReturnedWithinTheRetryInterval) {
+  PolicyRun run;
+  // A burst that pauses: 90 MiB in use, the process waits (quiet) on a slow upstream, so a
+  // trim runs and finds nothing to give back...
+  run.process.rss = run.process.in_use = 90 * kMiB;
+  for (int i = 0; i < 10; ++i) run.Step(milliseconds(100), 1.0);
+  std::string lull;
+  for (int i = 0; i < 20 && lull.empty(); ++i) lull = run.Step(milliseconds(100), 0.0);
+  EXPECT_EQ(lull, "quiet");
+  EXPECT_EQ(run.process.rss, 90 * kMiB);
+  // ... it goes on for 10 s, busy, then ends: the heap holds 10 MiB, the RSS shows 90.
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(run.Step(milliseconds(100), 1.0), "");
+  run.process.in_use = 10 * kMiB;
+  std::string reason;
+  int steps = 0;
+  while (reason.empty() && steps < 100) {
+    reason = run.Step(milliseconds(100), 0.0);
+    ++steps;
+  }
+  EXPECT_EQ(reason, "retry");
+  EXPECT_LE(steps, 45);  // the retry interval (2 s here, at most 4 s) plus a quiet window
+  EXPECT_EQ(run.process.rss, 10 * kMiB);
+  EXPECT_EQ(run.policy.retry_interval(), milliseconds(1000));  // productive: reset
 }
 
 TEST(TrimPolicyTest, SteadyLoadTrimsOnlyEveryBusyInterval) {
