@@ -4,9 +4,9 @@
 # libjemalloc2 at run time: the Debian package's Depends via dpkg-shlibdeps, the container's
 # runtime stage), with a background thread that hands freed pages back to the kernel within
 # about a second (proxy/memory/jemalloc_config.cc). glibc's malloc keeps what a burst freed:
-# after 3000 short connections sepal stayed at 85 MiB, and even malloc_trim(0) leaves ~2.6x
+# after 3000 short connections sepal stayed at 91 MiB, and even malloc_trim(0) leaves ~2.6x
 # the idle size (the free chunks between long-lived small objects each pin a page); jemalloc
-# comes back to ~1.5x idle, at the same throughput.
+# comes back to 1.1-2.3x idle, at the same throughput.
 # SEPAL_ALLOCATOR=glibc: glibc's malloc; the memory budget still trims it (malloc_trim).
 # Sanitizer builds (asan, tsan, fuzz presets) always keep glibc's: the sanitizer's allocator
 # replaces malloc there.
