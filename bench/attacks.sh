@@ -216,6 +216,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # $backend_pid and $backend_port.
 start_backend() {
   local dir=$1
+  : >"$dir/backend.log"  # exists before the backend writes its port into it
   start_pinned 0 "$dir/backend.log" "$BACKEND" --listen 127.0.0.1:0 \
     --max-concurrent-calls 1000 --stats-file "$dir/upstream.json"
   backend_pid=$last_pid
