@@ -538,6 +538,12 @@ int DownstreamConnection::OnBeginHeaders(nghttp2_session* session, const nghttp2
     self->Glitch(limits::glitch::kRefusedStream);
     return 0;  // no ProxyStream: the header block is ignored
   }
+  // Over the memory budget: no new streams until it is back below the low watermark.
+  if (const auto& memory = self->routes_->generation->memory; memory && memory->Overloaded()) {
+    nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, id, NGHTTP2_REFUSED_STREAM);
+    self->listener_.stats().LimitRejection(limits::limit::kMemory);
+    return 0;
+  }
   self->EarnWindowUpdates();
   auto stream = std::make_unique<ProxyStream>(*self, id);
   nghttp2_session_set_stream_user_data(session, id, stream.get());

@@ -109,6 +109,8 @@ absl::Status Server::Start() {
   if (absl::Status status = tls::ValidateUpstreamTls(*config_); !status.ok()) return status;
   if (absl::Status status = tls_contexts_->Load(*config_); !status.ok()) return status;
   identity_ = identity::MakeIdentityProvider(config_->identity);
+  memory_ = std::make_shared<memory::MemoryBudget>(memory::SettingsFrom(config_->memory));
+  memory_->Start();
   for (unsigned i = 0; i < count; ++i) workers_.push_back(std::make_unique<Worker>(i));
   auto access_log = AccessLogFor(*config_);
   if (!access_log.ok()) return access_log.status();
@@ -121,7 +123,7 @@ absl::Status Server::Start() {
   }
   for (unsigned i = 0; i < count; ++i) {
     plans[i].settings = {generation_, config_, identity_, access_log_, tls_contexts_,
-                          limits_};
+                          limits_, memory_};
     workers_[i]->Apply(std::move(plans[i]));
   }
   {
@@ -202,11 +204,12 @@ absl::Status Server::Reload(config::ConfigSnapshot next) {
 
   uint64_t number = generation() + 1;
   for (size_t i = 0; i < workers_.size(); ++i) {
-    plans[i].settings = {number, next, identity, *access_log, tls_contexts_, limits_};
+    plans[i].settings = {number, next, identity, *access_log, tls_contexts_, limits_, memory_};
     workers_[i]->ApplyAndWait(std::move(plans[i]));
   }
   identity_ = std::move(identity);
   access_log_ = *std::move(access_log);
+  if (memory_) memory_->Update(memory::SettingsFrom(next->memory));
   tailscale_certificates_->Configure(*next);
   {
     std::lock_guard lock(mutex_);
@@ -345,6 +348,7 @@ void Server::Stop() {
   identity_.reset();
   workers_.clear();
   access_log_.reset();
+  if (memory_) memory_->Stop();
 }
 
 }  // namespace sepal

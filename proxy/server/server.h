@@ -16,6 +16,7 @@
 #include "proxy/config/config.h"
 #include "proxy/identity/identity.h"
 #include "proxy/limits/limits_registry.h"
+#include "proxy/memory/memory_budget.h"
 
 namespace sepal {
 
@@ -96,6 +97,7 @@ class Server {
   std::shared_ptr<filters::AccessLog> access_log_;
   std::shared_ptr<tls::ServerContextStore> tls_contexts_;
   std::shared_ptr<limits::Registry> limits_;  // per-peer and per-upstream limit state
+  std::shared_ptr<memory::MemoryBudget> memory_;  // the `memory:` budget (its own thread)
   // Fetches and renews the pairs of `tls: {source: tailscale}` listeners.
   std::unique_ptr<tls::TailscaleCertificates> tailscale_certificates_;
   std::vector<std::unique_ptr<Worker>> workers_;

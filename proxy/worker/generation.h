@@ -17,6 +17,7 @@
 #include "proxy/config/config.h"
 #include "proxy/identity/identity.h"
 #include "proxy/limits/limits_registry.h"
+#include "proxy/memory/memory_budget.h"
 #include "proxy/router/router.h"
 #include "proxy/tls/context_store.h"
 
@@ -34,6 +35,8 @@ struct GenerationSettings {
   std::shared_ptr<tls::ServerContextStore> tls_contexts;
   // Per-peer and per-upstream limit state; one for the process's lifetime (null: no limits).
   std::shared_ptr<limits::Registry> limits;
+  // The process's memory budget (null: none, e.g. in the fuzz targets).
+  std::shared_ptr<memory::MemoryBudget> memory;
 };
 
 // ... and what each worker adds: its connection pools.

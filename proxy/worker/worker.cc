@@ -160,6 +160,14 @@ void Worker::ScheduleTick() {
     ++ticks_;
     // "N similar lines suppressed" even when no further line of that kind comes.
     if (index_ == 0) LogRateLimit::FlushAll();
+    // The memory budget asks for shedding by bumping its epoch (at most once a second).
+    if (generation_ && generation_->memory) {
+      uint64_t epoch = generation_->memory->shed_epoch();
+      if (epoch != seen_shed_epoch_) {
+        seen_shed_epoch_ = epoch;
+        ShedLargestStreams();
+      }
+    }
     // Connections may close (and unregister) while ticking.
     std::vector<DownstreamConnection*> snapshot(connections_.begin(), connections_.end());
     for (DownstreamConnection* connection : snapshot) {
@@ -189,6 +197,7 @@ void Worker::ShedLargestStreams() {
     shed += bytes;
     ++count;
   }
+  chunk_pool_.Release();  // the freed chunks go back to the allocator, not the pool
   LogWarning("worker ", index_, ": over the memory budget: ended the ", count,
              " calls holding the most memory (", shed >> 10, " KiB)");
 }

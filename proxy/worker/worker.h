@@ -90,6 +90,7 @@ class Worker {
   std::unique_ptr<boost::asio::steady_timer> sweep_timer_;
   std::unique_ptr<boost::asio::steady_timer> tick_timer_;
   uint64_t ticks_ = 0;
+  uint64_t seen_shed_epoch_ = 0;
   std::unordered_set<DownstreamConnection*> connections_;
   std::atomic<size_t> connection_count_{0};
   bool draining_ = false;

@@ -3,9 +3,13 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <iostream>
 #include <thread>
+#include <vector>
 
 #include "tests/integration/sepal_process.h"
+#include "tests/support/h2_test_client.h"
 #include "tests/proto/echo.grpc.pb.h"
 #include "tests/support/fake_superlink.h"
 
@@ -203,6 +207,93 @@ TEST(SepalProcessTest, VersionAndBuildInfoNameVersionCommitAndBuildType) {
                          commit + "\",build_type=\"" SEPAL_EXPECTED_BUILD_TYPE "\"} 1"),
             std::string::npos)
       << metrics;
+}
+
+}  // namespace
+}  // namespace sepal::test
+
+namespace sepal::test {
+namespace {
+
+// After a burst of hostile traffic (rapid-reset floods on many connections, a few hundred
+// connections that each make a call, large calls), the real sepal binary's peak RSS stays
+// under 64 MiB and its RSS is back within twice its idle RSS (or idle + 8 MiB, whichever is
+// more, for a process this small) within 5 s.
+TEST(SepalProcessTest, RssComesBackAfterAnAttackBurst) {
+  auto backend = FakeSuperLink::Start("127.0.0.1:0");
+  ASSERT_NE(backend, nullptr);
+  SepalProcess sepal;
+  ASSERT_TRUE(sepal.Start(
+      "workers: 1\n"
+      "identity:\n  provider: static\n  static:\n"
+      "    - {match: 127.0.0.0/8, node: loopback, tags: [tag:supernode]}\n"
+      "listeners:\n  - name: fleet\n    address: 127.0.0.1:{PORT}\n"
+      "    routes:\n      - match: /sepal.test.Echo/\n        upstream: superlink\n"
+      "upstreams:\n  - name: superlink\n    address: " +
+      backend->address() + "\n"));
+  auto call = [&](const std::string& payload) {
+    auto stub = Echo::NewStub(
+        grpc::CreateChannel(sepal.address(), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    EchoRequest request;
+    request.set_payload(payload);
+    EchoResponse response;
+    return stub->Unary(&context, request, &response);
+  };
+  ASSERT_TRUE(call("warm up").ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  long idle = sepal.RssKib();
+  // Rapid reset from 30 connections, one after another.
+  for (int c = 0; c < 30; ++c) {
+    std::string error;
+    auto attacker = H2TestClient::Connect(sepal.address(), &error);
+    ASSERT_NE(attacker, nullptr) << error;
+    attacker->OpenAndResetStreams(H2TestClient::GrpcRequestHeaders("/sepal.test.Echo/Unary"),
+                                  2000);
+    attacker->WaitForConnectionClose(std::chrono::seconds(5));
+  }
+  // 300 connections, each with a call in flight (most are over the peer's connection cap).
+  std::vector<std::unique_ptr<H2TestClient>> idlers;
+  for (int c = 0; c < 300; ++c) {
+    std::string error;
+    auto client = H2TestClient::Connect(sepal.address(), &error);
+    ASSERT_NE(client, nullptr) << error;
+    client->SubmitRequest(H2TestClient::GrpcRequestHeaders("/sepal.test.Echo/Unary"));
+    client->PumpFor(std::chrono::milliseconds(1));
+    idlers.push_back(std::move(client));
+  }
+  for (auto& client : idlers) client->PumpFor(std::chrono::milliseconds(1));
+  idlers.clear();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // sepal sees them close
+  // Large calls at once: 16 × 3 MiB (under grpc's default 4 MiB message limit).
+  std::vector<std::thread> large;
+  std::atomic<int> large_ok{0};
+  for (int i = 0; i < 16; ++i) {
+    large.emplace_back([&] { large_ok += call(std::string(3 << 20, 'x')).ok() ? 1 : 0; });
+  }
+  for (auto& thread : large) thread.join();
+  long peak = sepal.PeakRssKib();
+  long after = 0;
+  long bound = std::max(2 * idle, idle + 8 * 1024);
+  for (int i = 0; i < 50; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    after = sepal.RssKib();
+    if (after <= bound) break;
+  }
+  RecordProperty("rss_idle_kib", static_cast<int>(idle));
+  RecordProperty("rss_peak_kib", static_cast<int>(peak));
+  RecordProperty("rss_after_kib", static_cast<int>(after));
+  std::cout << "sepal RSS: idle " << idle << " KiB, peak " << peak << " KiB, 5 s after "
+            << after << " KiB\n";
+  EXPECT_EQ(large_ok.load(), 16);
+  ASSERT_TRUE(call("still serving").ok());
+  if (kRssBounded) {
+    EXPECT_LT(peak, kRssLimitKib);
+    EXPECT_LE(after, bound) << "RSS did not come back within 5 s";
+  }
+  EXPECT_EQ(sepal.Stop(), 0);
+  backend->Shutdown();
 }
 
 }  // namespace

@@ -402,3 +402,26 @@ TEST_F(LimitsTest, SlowButSteadyRequestIsNotAStall) {
 
 }  // namespace
 }  // namespace sepal::test
+
+namespace sepal::test {
+namespace {
+
+// Over the memory budget (here a high watermark far below any process's RSS) new streams
+// are refused with REFUSED_STREAM, which gRPC clients retry, and counted; nothing reaches
+// the upstream and the connection stays.
+TEST_F(LimitsTest, OverTheMemoryBudgetNewStreamsAreRefused) {
+  StartSepal("memory: {high_watermark_bytes: 1048576, low_watermark_bytes: 524288}\n" +
+             LimitsYaml(backend_->address()));
+  auto client = ConnectFrom(kGood);
+  ASSERT_NE(client, nullptr);
+  int32_t id = StartUnary(*client, EchoBody("refused"));
+  ASSERT_TRUE(client->WaitForStreamClose(id, seconds(5)));
+  EXPECT_EQ(client->stream(id).rst_error_code,
+            std::optional<uint32_t>(NGHTTP2_REFUSED_STREAM));
+  EXPECT_FALSE(client->connection_closed());
+  EXPECT_GE(Rejections("memory_overload"), 1);
+  EXPECT_EQ(backend_->TotalCallCount(), 0);
+}
+
+}  // namespace
+}  // namespace sepal::test
