@@ -1108,30 +1108,26 @@ absl::Status Loader::ReadLimits(const Value& value, Http2Limits* limits) const {
   Map map;
   SEPAL_CONFIG_ASSIGN(map, OpenMap(value, Section::kLimits));
   constexpr uint64_t kMaxUint32 = std::numeric_limits<uint32_t>::max();
-  auto read = [&](std::string_view key, uint64_t min, uint64_t max, auto* field) -> absl::Status {
-    std::optional<Value> field_value = map.Get(key);
-    if (!field_value) return absl::OkStatus();
-    uint64_t number = 0;
-    SEPAL_CONFIG_ASSIGN(number, ReadInteger(*field_value, min, max));
-    *field = static_cast<std::remove_pointer_t<decltype(field)>>(number);
-    return absl::OkStatus();
-  };
-  SEPAL_CONFIG_TRY(read("max_concurrent_streams", 1, kMaxUint32, &limits->max_concurrent_streams));
-  SEPAL_CONFIG_TRY(read("max_header_list_bytes", kMinHeaderListBytes, kMaxUint32,
-                        &limits->max_header_list_bytes));
-  SEPAL_CONFIG_TRY(
-      read("stream_window_bytes", kMinWindowBytes, kMaxWindowBytes, &limits->stream_window_bytes));
-  SEPAL_CONFIG_TRY(read("connection_window_bytes", kMinWindowBytes, kMaxWindowBytes,
-                        &limits->connection_window_bytes));
-  SEPAL_CONFIG_TRY(read("stream_reset_burst", 1, kMaxUint32, &limits->stream_reset_burst));
-  SEPAL_CONFIG_TRY(read("stream_reset_rate", 1, kMaxUint32, &limits->stream_reset_rate));
+  SEPAL_CONFIG_TRY(ReadOptionalInteger(map, "max_concurrent_streams", 1, kMaxUint32,
+                                       &limits->max_concurrent_streams));
+  SEPAL_CONFIG_TRY(ReadOptionalInteger(map, "max_header_list_bytes", kMinHeaderListBytes,
+                                       kMaxUint32, &limits->max_header_list_bytes));
+  SEPAL_CONFIG_TRY(ReadOptionalInteger(map, "stream_window_bytes", kMinWindowBytes,
+                                       kMaxWindowBytes, &limits->stream_window_bytes));
+  SEPAL_CONFIG_TRY(ReadOptionalInteger(map, "connection_window_bytes", kMinWindowBytes,
+                                       kMaxWindowBytes, &limits->connection_window_bytes));
+  SEPAL_CONFIG_TRY(ReadOptionalInteger(map, "stream_reset_burst", 1, kMaxUint32,
+                                       &limits->stream_reset_burst));
+  SEPAL_CONFIG_TRY(ReadOptionalInteger(map, "stream_reset_rate", 1, kMaxUint32,
+                                       &limits->stream_reset_rate));
   // Zero is meaningful here: header blocks must then fit in a single HEADERS frame.
-  SEPAL_CONFIG_TRY(read("max_continuations", 0, 1024, &limits->max_continuations));
+  SEPAL_CONFIG_TRY(
+      ReadOptionalInteger(map, "max_continuations", 0, 1024, &limits->max_continuations));
   if (auto timeout = map.Get("request_progress_timeout")) {
     SEPAL_CONFIG_ASSIGN(limits->request_progress_timeout, ReadDuration(*timeout));
   }
-  SEPAL_CONFIG_TRY(read("glitch_burst", 1, kMaxUint32, &limits->glitch_burst));
-  SEPAL_CONFIG_TRY(read("glitch_rate", 0, kMaxUint32, &limits->glitch_rate));
+  SEPAL_CONFIG_TRY(ReadOptionalInteger(map, "glitch_burst", 1, kMaxUint32, &limits->glitch_burst));
+  SEPAL_CONFIG_TRY(ReadOptionalInteger(map, "glitch_rate", 0, kMaxUint32, &limits->glitch_rate));
   return absl::OkStatus();
 }
 

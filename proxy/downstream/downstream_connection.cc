@@ -388,14 +388,15 @@ void DownstreamConnection::SendCapGoAway() {
   ScheduleFlush();
 }
 
-std::string_view DownstreamConnection::AdmitCall(std::shared_ptr<limits::Peer>* slot,
+std::string_view DownstreamConnection::AdmitCall(std::chrono::steady_clock::time_point now,
+                                                 std::shared_ptr<limits::Peer>* slot,
                                                  std::string* message) {
   if (!peer_entry_) return {};
   const config::PeerLimitValues& caps = *peer_caps_;
   std::string_view refused;
   if (over_connection_cap_) {
     refused = limits::limit::kPeerConnections;
-    *message = StrCat("sepal: ", peer_entry_->key().substr(5), " has ", caps.connections,
+    *message = StrCat("sepal: ", peer_entry_->name(), " has ", caps.connections,
                       " connections open to listener ", listener_.name(),
                       " (peer_limits.connections); use one");
     SendCapGoAway();
@@ -403,14 +404,13 @@ std::string_view DownstreamConnection::AdmitCall(std::shared_ptr<limits::Peer>* 
   }
   if (!peer_entry_->TryStartCall(caps.concurrent_calls)) {
     refused = limits::limit::kPeerConcurrentCalls;
-    *message = StrCat("sepal: ", peer_entry_->key().substr(5), " has ", caps.concurrent_calls,
+    *message = StrCat("sepal: ", peer_entry_->name(), " has ", caps.concurrent_calls,
                       " calls in flight on listener ", listener_.name(),
                       " (peer_limits.concurrent_calls)");
-  } else if (!peer_entry_->TryTakeCallToken(std::chrono::steady_clock::now(),
-                                            caps.calls_per_second, caps.calls_burst)) {
+  } else if (!peer_entry_->TryTakeCallToken(now, caps.calls_per_second, caps.calls_burst)) {
     peer_entry_->EndCall();
     refused = limits::limit::kPeerCallRate;
-    *message = StrCat("sepal: ", peer_entry_->key().substr(5), " is over ",
+    *message = StrCat("sepal: ", peer_entry_->name(), " is over ",
                       caps.calls_per_second, " calls per second on listener ",
                       listener_.name(), " (peer_limits.calls_per_second)");
   } else {

@@ -59,7 +59,8 @@ class DownstreamConnection final : public Http2Connection {
   // Admits an authorized call: an empty view, with *slot holding the peer's call slot
   // (Peer::EndCall when the call ends, if set); or the limit that refuses it (counted in
   // sepal_limit_rejections_total) and the grpc-message in *message.
-  std::string_view AdmitCall(std::shared_ptr<limits::Peer>* slot, std::string* message);
+  std::string_view AdmitCall(std::chrono::steady_clock::time_point now,
+                             std::shared_ptr<limits::Peer>* slot, std::string* message);
   // Counts a glitch (limits::glitch); a connection out of glitch tokens gets GOAWAY
   // ENHANCE_YOUR_CALM and closes.
   void Glitch(std::string_view kind);

@@ -41,6 +41,8 @@ class Peer {
  public:
   explicit Peer(std::string key) : key_(std::move(key)) {}
   const std::string& key() const { return key_; }
+  // The node or address without the key's "node:"/"addr:" prefix, for messages.
+  std::string_view name() const { return std::string_view(key_).substr(5); }
 
   // Both return false (taking nothing) when the peer is at `cap` (0 = no cap).
   bool TryOpenConnection(uint32_t cap) { return TryIncrement(connections_, cap); }

@@ -213,15 +213,18 @@ void ProxyStream::ContinueAfterIdentity() {
   Dispatch();
 }
 
+const config::CircuitBreakerConfig& ProxyStream::BreakerCaps() const {
+  return routes_->generation->config->upstreams[route_->upstream_index].circuit_breaker;
+}
+
 bool ProxyStream::Admit() {
   std::string message;
-  std::string_view refused = downstream_.AdmitCall(&peer_call_, &message);
+  auto now = std::chrono::steady_clock::now();
+  std::string_view refused = downstream_.AdmitCall(now, &peer_call_, &message);
   if (refused.empty()) {
     limits::UpstreamBreaker* breaker = routes_->breaker(route_->upstream_index);
     if (breaker == nullptr) return true;
-    const config::CircuitBreakerConfig& caps =
-        routes_->generation->config->upstreams[route_->upstream_index].circuit_breaker;
-    refused = breaker->TryStartCall(caps, std::chrono::steady_clock::now());
+    refused = breaker->TryStartCall(BreakerCaps(), now);
     if (refused.empty()) {
       breaker_call_ = breaker;
       return true;
@@ -246,9 +249,7 @@ void ProxyStream::Dispatch() {
   ++attempts_;
   UpstreamPool& pool = routes_->pool(route_->upstream_index);
   limits::UpstreamBreaker* breaker = routes_->breaker(route_->upstream_index);
-  if (breaker != nullptr && !pool.HasReadyCapacity() &&
-      breaker->PendingFull(
-          routes_->generation->config->upstreams[route_->upstream_index].circuit_breaker)) {
+  if (breaker != nullptr && !pool.HasReadyCapacity() && breaker->PendingFull(BreakerCaps())) {
     downstream_.listener().stats().LimitRejection(limits::limit::kUpstreamPending);
     LocalReply(grpc::StatusCode::kUnavailable,
                StrCat("sepal: upstream ", pool.name(),

@@ -94,6 +94,8 @@ class ProxyStream {
   void Dispatch();
   // Peer limits, then the upstream's breaker; false if the call was refused (answered).
   bool Admit();
+  // The circuit breaker caps of this call's upstream, in the configuration it runs under.
+  const config::CircuitBreakerConfig& BreakerCaps() const;
   void SetPending(bool pending);
   void DetachUpstream(uint32_t reset_code);
   void StartDeadline(std::chrono::nanoseconds timeout);
