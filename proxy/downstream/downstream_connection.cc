@@ -245,6 +245,7 @@ void DownstreamConnection::StartHttp2(std::string_view initial_bytes) {
   nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, &OnFrameRecv);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, &OnDataChunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, &OnStreamClose);
+  nghttp2_session_callbacks_set_send_data_callback(callbacks, &OnSendData);
   nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, &OnFrameSend);
   nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(callbacks, &OnInvalidFrame);
   const config::Http2Limits& limits = routes_->config.limits;
@@ -634,6 +635,13 @@ int DownstreamConnection::OnDataChunk(nghttp2_session* session, uint8_t, int32_t
   }
   stream->OnRequestData(data, length);
   return 0;
+}
+
+int DownstreamConnection::OnSendData(nghttp2_session* session, nghttp2_frame* frame,
+                         const uint8_t* frame_header, size_t length, nghttp2_data_source*,
+                         void* user_data) {
+  auto* self = static_cast<DownstreamConnection*>(user_data);
+  return ProxyStream::SendResponseData(session, *frame, frame_header, length, *self);
 }
 
 int DownstreamConnection::OnStreamClose(nghttp2_session*, int32_t stream_id, uint32_t error_code,

@@ -108,6 +108,8 @@ class DownstreamConnection final : public Http2Connection {
   static int OnStreamClose(nghttp2_session*, int32_t, uint32_t, void*);
   static int OnFrameSend(nghttp2_session*, const nghttp2_frame*, void*);
   static int OnInvalidFrame(nghttp2_session*, const nghttp2_frame*, int, void*);
+  static int OnSendData(nghttp2_session*, nghttp2_frame*, const uint8_t*, size_t,
+                        nghttp2_data_source*, void*);
 
   Listener& listener_;
   // The listener's routes when this connection was accepted: its HTTP/2 limits, PROXY

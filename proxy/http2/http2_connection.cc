@@ -1,21 +1,79 @@
 // Read/write loops shared by downstream and upstream HTTP/2 connections.
+//
+// Reads (cleartext) land in the worker's one read buffer: nghttp2 copies what it keeps
+// (headers) and the streams copy DATA into their chunk buffers before the next read starts.
+// Writes are gather lists (WriteQueue): control frames and headers copied from nghttp2, DATA
+// payloads sent straight out of the chunk buffers they arrived in. An idle connection holds
+// neither a read nor a write buffer.
 #include "proxy/http2/http2_connection.h"
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
+#include <iterator>
 
 #include "proxy/common/log.h"
+#include "proxy/worker/worker.h"
 
 namespace sepal {
 
 namespace asio = boost::asio;
 
+namespace {
+
+// The queue's segments as an Asio ConstBufferSequence, without copying them into a vector
+// (the write operation keeps a copy of this two-pointer view, not of the list).
+class SegmentBuffers {
+ public:
+  using Segment = WriteQueue::Segment;
+  class const_iterator {
+   public:
+    using iterator_category = std::bidirectional_iterator_tag;
+    using value_type = asio::const_buffer;
+    using difference_type = std::ptrdiff_t;
+    using pointer = const asio::const_buffer*;
+    using reference = asio::const_buffer;
+    const_iterator() = default;
+    explicit const_iterator(const Segment* at) : at_(at) {}
+    asio::const_buffer operator*() const { return asio::const_buffer(at_->data, at_->size); }
+    const_iterator& operator++() {
+      ++at_;
+      return *this;
+    }
+    const_iterator operator++(int) {
+      const_iterator before = *this;
+      ++at_;
+      return before;
+    }
+    const_iterator& operator--() {
+      --at_;
+      return *this;
+    }
+    const_iterator operator--(int) {
+      const_iterator before = *this;
+      --at_;
+      return before;
+    }
+    bool operator==(const const_iterator& other) const = default;
+
+   private:
+    const Segment* at_ = nullptr;
+  };
+  using value_type = asio::const_buffer;
+
+  explicit SegmentBuffers(std::span<const Segment> segments)
+      : begin_(segments.data()), end_(segments.data() + segments.size()) {}
+  const_iterator begin() const { return const_iterator(begin_); }
+  const_iterator end() const { return const_iterator(end_); }
+
+ private:
+  const Segment* begin_;
+  const Segment* end_;
+};
+
+}  // namespace
+
 Http2Connection::Http2Connection(Worker& worker, Socket socket)
-    : worker_(worker),
-      transport_(std::move(socket)),
-      read_buffer_(new uint8_t[kReadBufferSize]) {
-  write_buffer_.reserve(kWriteBatch + 16 * 1024 + 64);
-}
+    : worker_(worker), transport_(std::move(socket)) {}
 
 Http2Connection::~Http2Connection() {
   if (session_ != nullptr) nghttp2_session_del(session_);
@@ -27,7 +85,21 @@ void Http2Connection::StartIo(bool speak_first, std::string_view initial_bytes) 
                        initial_bytes.size())) {
     return;
   }
-  DoRead();
+  if (transport_.tls() != nullptr) {
+    DoTlsRead();
+  } else {
+    boost::system::error_code ec;
+    socket().non_blocking(true, ec);
+    if (ec) {
+      Close("cannot make the socket non-blocking: " + ec.message());
+      return;
+    }
+    // Bytes may already be waiting (and their readiness already reported to the reactor):
+    // the first read is attempted, not waited for. From a fresh stack frame, so no callback
+    // of the owner runs inside StartIo.
+    asio::post(transport_.socket().get_executor(),
+               [self = shared_from_this()] { self->ReadAvailable(); });
+  }
   if (speak_first) Flush();
 }
 
@@ -48,16 +120,56 @@ bool Http2Connection::ProcessReceived(const uint8_t* data, size_t n) {
   return !closed_ && !closing_;
 }
 
-void Http2Connection::DoRead() {
+void Http2Connection::ReadAvailable() {
+  if (closed_ || closing_) return;
+  uint8_t* buffer = worker_.read_buffer();
+  for (size_t i = 0; i < kReadsPerTurn; ++i) {
+    boost::system::error_code ec;
+    size_t n = socket().read_some(asio::buffer(buffer, Worker::kReadBufferSize), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      WaitReadable();
+      return;
+    }
+    if (ec) {
+      Close(ec == asio::error::eof ? "peer closed the connection" : ec.message());
+      return;
+    }
+    if (!ProcessReceived(buffer, n)) return;
+    // Short: the socket is drained. Whatever arrives from now on raises a new readiness
+    // event, which the wait below receives (the reactor has not polled since this read).
+    if (n < Worker::kReadBufferSize) {
+      WaitReadable();
+      return;
+    }
+  }
+  // Still more to read: let the other connections of this worker have a turn first.
+  asio::post(transport_.socket().get_executor(),
+             [self = shared_from_this()] { self->ReadAvailable(); });
+}
+
+void Http2Connection::WaitReadable() {
+  transport_.socket().async_wait(Socket::wait_read,
+                                 [self = shared_from_this()](boost::system::error_code ec) {
+                                   if (self->closed_) return;
+                                   if (ec) {
+                                     self->Close(ec.message());
+                                     return;
+                                   }
+                                   self->ReadAvailable();
+                                 });
+}
+
+void Http2Connection::DoTlsRead() {
+  if (!tls_read_buffer_) tls_read_buffer_.reset(new uint8_t[kTlsReadBufferSize]);
   transport_.AsyncReadSome(
-      asio::buffer(read_buffer_.get(), kReadBufferSize),
+      asio::buffer(tls_read_buffer_.get(), kTlsReadBufferSize),
       [self = shared_from_this()](boost::system::error_code ec, size_t n) {
         if (self->closed_) return;
         if (ec) {
           self->Close(ec == asio::error::eof ? "peer closed the connection" : ec.message());
           return;
         }
-        if (self->ProcessReceived(self->read_buffer_.get(), n)) self->DoRead();
+        if (self->ProcessReceived(self->tls_read_buffer_.get(), n)) self->DoTlsRead();
       });
 }
 
@@ -72,55 +184,85 @@ void Http2Connection::ScheduleFlush() {
 
 void Http2Connection::Flush() {
   if (writing_ || session_ == nullptr) return;
-  write_buffer_.clear();
-  while (write_buffer_.size() < kWriteBatch) {
+  if (!output_) output_ = worker_.write_queues().Get();
+  WriteQueue& out = *output_;
+  while (!out.full(kWriteBatch)) {
     const uint8_t* data = nullptr;
     ssize_t n = nghttp2_session_mem_send(session_, &data);
     if (n < 0) {
+      ReleaseOutput();
       if (!closed_) Close(std::string("HTTP/2 send error: ") + nghttp2_strerror(static_cast<int>(n)));
       return;
     }
     if (n == 0) break;
-    write_buffer_.insert(write_buffer_.end(), data, data + n);
+    if (settings_patch_pending_) {
+      std::vector<uint8_t> first(data, data + n);
+      PatchFirstSettings(first.data(), first.size());
+      out.Append(first.data(), first.size());
+    } else {
+      out.Append(data, static_cast<size_t>(n));
+    }
   }
-  if (write_buffer_.empty()) {
+  if (out.empty() || closed_) {
+    ReleaseOutput();
     if (!closed_ && !nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_)) {
       Close("HTTP/2 session finished");
     }
     return;
   }
-  if (closed_) return;
-  if (settings_patch_pending_) PatchFirstSettings();
-  writing_ = true;
-  transport_.AsyncWrite(asio::buffer(write_buffer_),
-                        [self = shared_from_this()](boost::system::error_code ec, size_t) {
-                          self->writing_ = false;
-                          if (self->closed_) return;
-                          if (ec) {
-                            self->Close("write failed: " + ec.message());
-                            return;
-                          }
-                          self->Flush();
-                          if (self->closing_ && !self->writing_) {
-                            self->Close(self->closing_reason_);
-                          }
-                        });
+  StartWrite();
 }
 
-void Http2Connection::PatchFirstSettings() {
+void Http2Connection::StartWrite() {
+  writing_ = true;
+  auto done = [self = shared_from_this()](boost::system::error_code ec, size_t) {
+    self->OnWritten(ec);
+  };
+  if (transport_.tls() != nullptr) {
+    // TLS encrypts each buffer of a sequence as records of its own: one buffer it is.
+    output_->CopyTo(tls_output_);
+    output_->Clear();
+    asio::async_write(*transport_.tls(), asio::buffer(tls_output_), std::move(done));
+    return;
+  }
+  asio::async_write(transport_.socket(), SegmentBuffers(output_->segments()), std::move(done));
+}
+
+void Http2Connection::OnWritten(boost::system::error_code ec) {
+  writing_ = false;
+  output_->Clear();
+  tls_output_.clear();
+  if (closed_) {
+    ReleaseOutput();
+    return;
+  }
+  if (ec) {
+    ReleaseOutput();
+    Close("write failed: " + ec.message());
+    return;
+  }
+  Flush();
+  if (closing_ && !writing_) Close(closing_reason_);
+}
+
+void Http2Connection::ReleaseOutput() {
+  if (output_) worker_.write_queues().Put(std::move(output_));
+  if (tls_output_.capacity() > 0) std::vector<uint8_t>().swap(tls_output_);
+}
+
+void Http2Connection::PatchFirstSettings(uint8_t* b, size_t size) {
   // A server's first frame is its SETTINGS (RFC 9113 3.4): 9-byte header, type 0x4, then
   // 6-byte entries (16-bit id, 32-bit value). nghttp2 refuses streams over the value it was
   // given only with a connection error once the client has acknowledged it; sepal gives it a
   // higher hard limit and refuses the streams between the two itself (REFUSED_STREAM), so
   // the client must be told the lower one.
   settings_patch_pending_ = false;
-  std::vector<uint8_t>& b = write_buffer_;
-  if (b.size() < 9 || b[3] != NGHTTP2_SETTINGS) {
+  if (size < 9 || b[3] != NGHTTP2_SETTINGS) {
     LogError(Describe(), ": first frame is not SETTINGS; MAX_CONCURRENT_STREAMS not lowered");
     return;
   }
   size_t length = (size_t{b[0]} << 16) | (size_t{b[1]} << 8) | b[2];
-  for (size_t at = 9; at + 6 <= 9 + length && at + 6 <= b.size(); at += 6) {
+  for (size_t at = 9; at + 6 <= 9 + length && at + 6 <= size; at += 6) {
     if (((b[at] << 8) | b[at + 1]) != NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS) continue;
     uint32_t v = advertised_max_streams_;
     b[at + 2] = static_cast<uint8_t>(v >> 24);

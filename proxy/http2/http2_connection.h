@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "proxy/buffer/write_queue.h"
 #include "proxy/http2/transport.h"
 
 namespace sepal {
@@ -31,6 +32,12 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   nghttp2_session* session() const { return session_; }
   bool closed() const { return closed_; }
   Worker& worker() const { return worker_; }
+  // What the write being assembled holds: nghttp2's send_data_callback (NO_COPY DATA) adds
+  // frame headers and body references here. Only valid inside nghttp2_session_mem_send.
+  WriteQueue& output() { return *output_; }
+  // No room for another DATA frame in the write being assembled (the callback then answers
+  // NGHTTP2_ERR_WOULDBLOCK and the frame goes out with the next write).
+  bool output_full() const { return output_->full(kWriteBatch); }
 
  protected:
   Http2Connection(Worker& worker, Socket socket);
@@ -71,14 +78,29 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   nghttp2_session* session_ = nullptr;
 
  private:
-  void DoRead();
+  // Cleartext reads: wait until the socket is readable, then read into the worker's shared
+  // buffer until a read comes back short (the socket is drained; no read that is known to
+  // fail with EAGAIN), at most kReadsPerTurn reads before letting other connections run.
+  void ReadAvailable();
+  void WaitReadable();
+  // TLS reads: the TLS stream decrypts into a buffer of this connection's own.
+  void DoTlsRead();
   // Feeds received bytes to nghttp2 and flushes; false once the connection is ending.
   bool ProcessReceived(const uint8_t* data, size_t n);
+  void StartWrite();
+  void OnWritten(boost::system::error_code ec);
+  // Gives the (empty) output queue back to the worker: an idle connection holds none.
+  void ReleaseOutput();
+  void PatchFirstSettings(uint8_t* frames, size_t size);
 
-  static constexpr size_t kReadBufferSize = 32 * 1024;
-  static constexpr size_t kWriteBatch = 64 * 1024;
-  std::unique_ptr<uint8_t[]> read_buffer_;
-  std::vector<uint8_t> write_buffer_;
+  static constexpr size_t kReadsPerTurn = 4;
+  static constexpr size_t kTlsReadBufferSize = 32 * 1024;
+  // Bytes one write aims for: enough DATA frames of a large body to amortise the syscall and
+  // the loopback/TCP wake-up, small enough to interleave other connections.
+  static constexpr size_t kWriteBatch = 256 * 1024;
+  std::unique_ptr<WriteQueue> output_;
+  std::vector<uint8_t> tls_output_;  // TLS: the queue copied out (encrypted per buffer)
+  std::unique_ptr<uint8_t[]> tls_read_buffer_;
   bool writing_ = false;
   bool flush_scheduled_ = false;
   bool closed_ = false;
@@ -87,7 +109,6 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   std::string closing_reason_;
   uint32_t advertised_max_streams_ = 0;
   bool settings_patch_pending_ = false;
-  void PatchFirstSettings();
 };
 
 }  // namespace sepal

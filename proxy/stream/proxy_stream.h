@@ -89,8 +89,19 @@ class ProxyStream {
   static ssize_t ReadResponseBody(nghttp2_session* session, int32_t stream_id, uint8_t* buf,
                                   size_t length, uint32_t* data_flags,
                                   nghttp2_data_source* source, void* user_data);
+  // nghttp2 send_data_callbacks (NO_COPY DATA): the frame header and a reference to the
+  // payload go into the connection's write. The upstream session sends request bodies, the
+  // downstream one response bodies.
+  static int SendRequestData(nghttp2_session* session, const nghttp2_frame& frame,
+                             const uint8_t* frame_header, size_t length,
+                             Http2Connection& upstream);
+  static int SendResponseData(nghttp2_session* session, const nghttp2_frame& frame,
+                              const uint8_t* frame_header, size_t length,
+                              Http2Connection& downstream);
 
  private:
+  static int SendBodyFrame(const nghttp2_frame& frame, const uint8_t* frame_header,
+                           size_t length, ChunkBuffer& body, Http2Connection& connection);
   void Dispatch();
   // Peer limits, then the upstream's breaker; false if the call was refused (answered).
   bool Admit();

@@ -117,6 +117,7 @@ void UpstreamConnection::OnConnected() {
   nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, &OnFrameRecv);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, &OnDataChunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, &OnStreamClose);
+  nghttp2_session_callbacks_set_send_data_callback(callbacks, &OnSendData);
   nghttp2_session_callbacks_set_on_frame_not_send_callback(callbacks, &OnFrameNotSend);
   NgOption options = MakeClientOptions();
   int rv = nghttp2_session_client_new2(&session_, callbacks, this, options.get());
@@ -257,6 +258,13 @@ int UpstreamConnection::OnDataChunk(nghttp2_session* session, uint8_t, int32_t s
   }
   stream->OnResponseData(data, length);
   return 0;
+}
+
+int UpstreamConnection::OnSendData(nghttp2_session* session, nghttp2_frame* frame,
+                         const uint8_t* frame_header, size_t length, nghttp2_data_source*,
+                         void* user_data) {
+  auto* self = static_cast<UpstreamConnection*>(user_data);
+  return ProxyStream::SendRequestData(session, *frame, frame_header, length, *self);
 }
 
 int UpstreamConnection::OnStreamClose(nghttp2_session* session, int32_t stream_id,

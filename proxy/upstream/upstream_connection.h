@@ -54,6 +54,8 @@ class UpstreamConnection final : public Http2Connection {
   static int OnDataChunk(nghttp2_session*, uint8_t, int32_t, const uint8_t*, size_t, void*);
   static int OnStreamClose(nghttp2_session*, int32_t, uint32_t, void*);
   static int OnFrameNotSend(nghttp2_session*, const nghttp2_frame*, int, void*);
+  static int OnSendData(nghttp2_session*, nghttp2_frame*, const uint8_t*, size_t,
+                        nghttp2_data_source*, void*);
 
   UpstreamPool& pool_;
   boost::asio::steady_timer connect_timer_;

@@ -158,6 +158,7 @@ void Worker::ScheduleTick() {
   tick_timer_->async_wait([this](boost::system::error_code ec) {
     if (ec) return;
     ++ticks_;
+    chunk_pool_.Tick();  // what a burst left in the pool goes back within seconds
     // "N similar lines suppressed" even when no further line of that kind comes.
     if (index_ == 0) LogRateLimit::FlushAll();
     // The memory budget asks for shedding by bumping its epoch (at most once a second).

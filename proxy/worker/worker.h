@@ -16,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "proxy/buffer/chunk_buffer.h"
+#include "proxy/buffer/write_queue.h"
 #include "proxy/config/config.h"
 #include "proxy/identity/identity.h"
 #include "proxy/worker/generation.h"
@@ -59,6 +60,14 @@ class Worker {
   unsigned index() const { return index_; }
   boost::asio::io_context& io() { return io_; }
   ChunkPool& chunk_pool() { return chunk_pool_; }
+  WriteQueuePool& write_queues() { return write_queues_; }
+  // One read buffer for every cleartext connection of this worker: nghttp2 takes each read
+  // whole before the next one starts, so no connection needs a buffer of its own.
+  static constexpr size_t kReadBufferSize = 256 * 1024;
+  uint8_t* read_buffer() {
+    if (!read_buffer_) read_buffer_.reset(new uint8_t[kReadBufferSize]);
+    return read_buffer_.get();
+  }
   const std::shared_ptr<const Generation>& generation() const { return generation_; }
   bool draining() const { return draining_; }
   // Seconds since the worker started, counted by its once-a-second tick (which also lets
@@ -79,9 +88,13 @@ class Worker {
 
   unsigned index_;
   std::shared_ptr<const Generation> generation_;
+  // Buffers first: connections still captured by handlers die with io_, and give their
+  // chunks back as they go.
+  ChunkPool chunk_pool_;
+  WriteQueuePool write_queues_{&chunk_pool_};
+  std::unique_ptr<uint8_t[]> read_buffer_;
   boost::asio::io_context io_{1};
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_guard_;
-  ChunkPool chunk_pool_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   // Removed or moved by a reload, kept until their connections are gone.
   std::vector<std::unique_ptr<Listener>> retired_listeners_;

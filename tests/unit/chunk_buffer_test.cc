@@ -1,5 +1,6 @@
 // ChunkBuffer: byte order across chunks, retention and replay, pool recycling.
 #include "proxy/buffer/chunk_buffer.h"
+#include "proxy/buffer/write_queue.h"
 
 #include <gtest/gtest.h>
 
@@ -54,13 +55,46 @@ TEST(ChunkBufferTest, DrainedChunksReturnToThePool) {
   EXPECT_EQ(pool.free_count(), 4u);
 }
 
-TEST(ChunkBufferTest, PoolKeepsAtMostMaxFree) {
+TEST(ChunkBufferTest, PoolKeepsTheWorkingSetUntilItDecays) {
   ChunkPool pool(2);
   ChunkBuffer buffer(&pool);
-  std::string data = Pattern(4 * Chunk::kCapacity);
+  std::string data = Pattern(8 * Chunk::kCapacity);
   buffer.Append(reinterpret_cast<const uint8_t*>(data.data()), data.size());
+  EXPECT_EQ(pool.working_set(), 8u);
   buffer.Clear();
+  // Recycled, not freed: the next body of that size needs no allocation.
+  EXPECT_EQ(pool.free_count(), 8u);
+  EXPECT_EQ(pool.Tick(), 6u);  // the working set decays to 2 (8 / 4), the minimum is 2
   EXPECT_EQ(pool.free_count(), 2u);
+  EXPECT_EQ(pool.Tick(), 0u);  // never below the minimum
+  EXPECT_EQ(pool.free_count(), 2u);
+}
+
+TEST(ChunkBufferTest, ChunksReferencedByAWriteOutliveTheirBuffer) {
+  ChunkPool pool(0);
+  WriteQueue out(&pool);
+  {
+    ChunkBuffer buffer(&pool);
+    std::string data = Pattern(Chunk::kCapacity + 100);
+    buffer.Append(reinterpret_cast<const uint8_t*>(data.data()), data.size());
+    EXPECT_EQ(buffer.Splice(Chunk::kCapacity + 50, out), Chunk::kCapacity + 50);
+    EXPECT_EQ(buffer.size(), 50u);
+    // The first chunk was read out; the buffer let go of it, the write still holds it.
+    EXPECT_EQ(pool.in_use(), 2u);
+    buffer.Clear();
+    EXPECT_EQ(pool.in_use(), 2u);
+    // The bytes the write refers to are still the body's.
+    std::string sent;
+    for (const WriteQueue::Segment& s : out.segments()) {
+      sent.append(reinterpret_cast<const char*>(s.data), s.size);
+    }
+    EXPECT_EQ(sent, data.substr(0, Chunk::kCapacity + 50));
+  }
+  out.Append(reinterpret_cast<const uint8_t*>("abc"), 3);  // a copied frame: one more chunk
+  EXPECT_EQ(out.bytes(), Chunk::kCapacity + 53);
+  EXPECT_EQ(pool.in_use(), 3u);
+  out.Clear();
+  EXPECT_EQ(pool.in_use(), 0u);
 }
 
 TEST(ChunkBufferTest, RewindReplaysRetainedBytes) {
