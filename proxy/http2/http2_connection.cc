@@ -122,6 +122,7 @@ bool Http2Connection::ProcessReceived(const uint8_t* data, size_t n) {
 
 void Http2Connection::ReadAvailable() {
   if (closed_ || closing_) return;
+  Worker::FlushBatch batch(worker_);
   uint8_t* buffer = worker_.read_buffer();
   for (size_t i = 0; i < kReadsPerTurn; ++i) {
     boost::system::error_code ec;
@@ -169,6 +170,7 @@ void Http2Connection::DoTlsRead() {
           self->Close(ec == asio::error::eof ? "peer closed the connection" : ec.message());
           return;
         }
+        Worker::FlushBatch batch(self->worker_);
         if (self->ProcessReceived(self->tls_read_buffer_.get(), n)) self->DoTlsRead();
       });
 }
@@ -176,10 +178,7 @@ void Http2Connection::DoTlsRead() {
 void Http2Connection::ScheduleFlush() {
   if (flush_scheduled_ || closed_) return;
   flush_scheduled_ = true;
-  asio::post(transport_.socket().get_executor(), [self = shared_from_this()] {
-    self->flush_scheduled_ = false;
-    self->Flush();
-  });
+  worker_.MarkForFlush(shared_from_this());
 }
 
 void Http2Connection::Flush() {
@@ -229,6 +228,7 @@ void Http2Connection::StartWrite() {
 }
 
 void Http2Connection::OnWritten(boost::system::error_code ec) {
+  Worker::FlushBatch batch(worker_);
   writing_ = false;
   output_->Clear();
   tls_output_.clear();

@@ -29,6 +29,11 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   // Sends whatever nghttp2 has queued, soon, from a fresh stack frame. Safe to call from
   // inside the *other* side's nghttp2 callbacks.
   void ScheduleFlush();
+  // The worker's flush of a connection marked by ScheduleFlush.
+  void FlushMarked() {
+    flush_scheduled_ = false;
+    Flush();
+  }
   nghttp2_session* session() const { return session_; }
   bool closed() const { return closed_; }
   Worker& worker() const { return worker_; }

@@ -1,6 +1,8 @@
 // Worker thread lifecycle, configuration generations and connection registry.
 #include "proxy/worker/worker.h"
 
+#include "proxy/http2/http2_connection.h"
+
 #include <boost/asio/post.hpp>
 #include <algorithm>
 #include <future>
@@ -246,6 +248,29 @@ void Worker::Stop() {
     io_.stop();
   });
   thread_.join();
+}
+
+void Worker::MarkForFlush(std::shared_ptr<Http2Connection> connection) {
+  to_flush_.push_back(std::move(connection));
+  if (batch_depth_ > 0 || flush_posted_) return;
+  flush_posted_ = true;
+  boost::asio::post(io_, [this] {
+    flush_posted_ = false;
+    FlushBatch batch(*this);
+  });
+}
+
+void Worker::FlushMarked() {
+  // A flush can mark more connections (acknowledging bytes opens the other side's window):
+  // those go in the next round; the rounds end when nothing is marked.
+  ++batch_depth_;  // what the flushes mark joins the next round, not a posted handler
+  std::vector<std::shared_ptr<Http2Connection>> round;
+  while (!to_flush_.empty()) {
+    round.swap(to_flush_);
+    for (const std::shared_ptr<Http2Connection>& connection : round) connection->FlushMarked();
+    round.clear();
+  }
+  --batch_depth_;
 }
 
 void Worker::Register(DownstreamConnection* connection) {

@@ -24,6 +24,7 @@
 namespace sepal {
 
 class DownstreamConnection;
+class Http2Connection;
 class Listener;
 class UpstreamPool;
 
@@ -74,6 +75,24 @@ class Worker {
   // every connection check its calls for stalled requests).
   uint64_t ticks() const { return ticks_; }
 
+  // Connections with output to send (Http2Connection::ScheduleFlush). Inside a FlushBatch they
+  // are flushed when the outermost batch ends, in the same handler: the upstream request that
+  // a downstream read produced leaves without another pass through the event loop (and its
+  // epoll_wait). Outside one, a posted handler flushes them.
+  void MarkForFlush(std::shared_ptr<Http2Connection> connection);
+  class FlushBatch {
+   public:
+    explicit FlushBatch(Worker& worker) : worker_(worker) { ++worker_.batch_depth_; }
+    ~FlushBatch() {
+      if (--worker_.batch_depth_ == 0) worker_.FlushMarked();
+    }
+    FlushBatch(const FlushBatch&) = delete;
+    FlushBatch& operator=(const FlushBatch&) = delete;
+
+   private:
+    Worker& worker_;
+  };
+
   void Register(DownstreamConnection* connection);
   void Unregister(DownstreamConnection* connection);
   // A retired listener's last connection closed: destroy it (deferred).
@@ -81,6 +100,7 @@ class Worker {
 
  private:
   void RetireListener(std::unique_ptr<Listener> listener);
+  void FlushMarked();
   void SweepRetiredPools();
   void ScheduleTick();
   // Memory budget exceeded: ends the calls of this worker that buffer the most.
@@ -105,6 +125,9 @@ class Worker {
   uint64_t ticks_ = 0;
   uint64_t seen_shed_epoch_ = 0;
   std::unordered_set<DownstreamConnection*> connections_;
+  std::vector<std::shared_ptr<Http2Connection>> to_flush_;
+  unsigned batch_depth_ = 0;
+  bool flush_posted_ = false;
   std::atomic<size_t> connection_count_{0};
   bool draining_ = false;
   bool running_ = false;
