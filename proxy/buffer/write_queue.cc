@@ -47,6 +47,24 @@ void WriteQueue::CopyTo(std::vector<uint8_t>& out) const {
   }
 }
 
+void WriteQueue::Consume(size_t n) {
+  n = std::min(n, bytes_);
+  bytes_ -= n;
+  size_t done = 0;
+  while (n > 0 && done < segments_.size()) {
+    Segment& segment = segments_[done];
+    if (segment.size > n) {
+      segment.data += n;
+      segment.size -= n;
+      break;
+    }
+    n -= segment.size;
+    pool_->Put(segment.chunk);
+    ++done;
+  }
+  segments_.erase(segments_.begin(), segments_.begin() + static_cast<std::ptrdiff_t>(done));
+}
+
 void WriteQueue::Clear() {
   for (const Segment& segment : segments_) pool_->Put(segment.chunk);
   segments_.clear();

@@ -49,6 +49,9 @@ class WriteQueue {
   std::span<const Segment> segments() const { return segments_; }
   // Copies everything into `out` (for TLS, which encrypts one buffer at a time).
   void CopyTo(std::vector<uint8_t>& out) const;
+  // Drops the first `n` bytes (a partial write went out): segments wholly sent lose their
+  // reference, a partly sent one is trimmed.
+  void Consume(size_t n);
   // Drops every segment and reference.
   void Clear();
 

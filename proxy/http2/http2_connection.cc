@@ -182,49 +182,68 @@ void Http2Connection::ScheduleFlush() {
 }
 
 void Http2Connection::Flush() {
-  if (writing_ || session_ == nullptr) return;
-  if (!output_) output_ = worker_.write_queues().Get();
-  WriteQueue& out = *output_;
-  while (!out.full(kWriteBatch)) {
-    const uint8_t* data = nullptr;
-    ssize_t n = nghttp2_session_mem_send(session_, &data);
-    if (n < 0) {
+  for (size_t round = 0; round < kWritesPerFlush; ++round) {
+    if (writing_ || session_ == nullptr) return;
+    if (!output_) output_ = worker_.write_queues().Get();
+    WriteQueue& out = *output_;
+    while (!out.full(kWriteBatch)) {
+      const uint8_t* data = nullptr;
+      ssize_t n = nghttp2_session_mem_send(session_, &data);
+      if (n < 0) {
+        ReleaseOutput();
+        if (!closed_) Close(std::string("HTTP/2 send error: ") + nghttp2_strerror(static_cast<int>(n)));
+        return;
+      }
+      if (n == 0) break;
+      if (settings_patch_pending_) {
+        std::vector<uint8_t> first(data, data + n);
+        PatchFirstSettings(first.data(), first.size());
+        out.Append(first.data(), first.size());
+      } else {
+        out.Append(data, static_cast<size_t>(n));
+      }
+    }
+    if (out.empty() || closed_) {
       ReleaseOutput();
-      if (!closed_) Close(std::string("HTTP/2 send error: ") + nghttp2_strerror(static_cast<int>(n)));
+      if (!closed_ && !nghttp2_session_want_read(session_) &&
+          !nghttp2_session_want_write(session_)) {
+        Close("HTTP/2 session finished");
+      }
       return;
     }
-    if (n == 0) break;
-    if (settings_patch_pending_) {
-      std::vector<uint8_t> first(data, data + n);
-      PatchFirstSettings(first.data(), first.size());
-      out.Append(first.data(), first.size());
-    } else {
-      out.Append(data, static_cast<size_t>(n));
-    }
+    if (!StartWrite()) return;  // an asynchronous write continues from OnWritten
   }
-  if (out.empty() || closed_) {
-    ReleaseOutput();
-    if (!closed_ && !nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_)) {
-      Close("HTTP/2 session finished");
-    }
-    return;
-  }
-  StartWrite();
+  // Still more to send after a few writes: the rest after the other connections' turn.
+  ScheduleFlush();
 }
 
-void Http2Connection::StartWrite() {
-  writing_ = true;
+bool Http2Connection::StartWrite() {
   auto done = [self = shared_from_this()](boost::system::error_code ec, size_t) {
     self->OnWritten(ec);
   };
   if (transport_.tls() != nullptr) {
     // TLS encrypts each buffer of a sequence as records of its own: one buffer it is.
+    writing_ = true;
     output_->CopyTo(tls_output_);
     output_->Clear();
     asio::async_write(*transport_.tls(), asio::buffer(tls_output_), std::move(done));
-    return;
+    return false;
   }
+  boost::system::error_code ec;
+  size_t n = transport_.socket().write_some(SegmentBuffers(output_->segments()), ec);
+  if (!ec && n == output_->bytes()) {
+    output_->Clear();
+    return true;
+  }
+  if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
+    ReleaseOutput();
+    Close("write failed: " + ec.message());
+    return false;
+  }
+  if (!ec) output_->Consume(n);
+  writing_ = true;
   asio::async_write(transport_.socket(), SegmentBuffers(output_->segments()), std::move(done));
+  return false;
 }
 
 void Http2Connection::OnWritten(boost::system::error_code ec) {

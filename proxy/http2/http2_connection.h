@@ -92,13 +92,18 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   void DoTlsRead();
   // Feeds received bytes to nghttp2 and flushes; false once the connection is ending.
   bool ProcessReceived(const uint8_t* data, size_t n);
-  void StartWrite();
+  // Sends the assembled output: at once (non-blocking) when it fits in the socket buffer, so
+  // no completion handler and no pass through the event loop is needed; what does not fit
+  // goes out by an asynchronous write. True when everything went out now.
+  bool StartWrite();
   void OnWritten(boost::system::error_code ec);
   // Gives the (empty) output queue back to the worker: an idle connection holds none.
   void ReleaseOutput();
   void PatchFirstSettings(uint8_t* frames, size_t size);
 
   static constexpr size_t kReadsPerTurn = 4;
+  // Synchronous writes one Flush() makes before it lets other connections run.
+  static constexpr size_t kWritesPerFlush = 4;
   static constexpr size_t kTlsReadBufferSize = 32 * 1024;
   // Bytes one write aims for: enough DATA frames of a large body to amortise the syscall and
   // the loopback/TCP wake-up, small enough to interleave other connections.

@@ -137,5 +137,30 @@ TEST(ChunkBufferTest, RetentionSwitchesOffPastItsLimit) {
   EXPECT_EQ(ReadAll(buffer, 999), data.substr(20000));
 }
 
+TEST(WriteQueueTest, ConsumeDropsWhatAPartialWriteSent) {
+  ChunkPool pool(0);
+  ChunkBuffer body(&pool);
+  std::string data = Pattern(3000);
+  body.Append(reinterpret_cast<const uint8_t*>(data.data()), data.size());
+  WriteQueue out(&pool);
+  out.Append(reinterpret_cast<const uint8_t*>("header"), 6);  // a copied frame header
+  body.Splice(3000, out);                                     // the payload, in place
+  ASSERT_EQ(out.segments().size(), 2u);
+  out.Consume(4);  // inside the first segment
+  EXPECT_EQ(out.bytes(), 3002u);
+  EXPECT_EQ(out.segments().size(), 2u);
+  out.Consume(2 + 1000);  // the rest of the first, and into the second
+  ASSERT_EQ(out.segments().size(), 1u);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(out.segments()[0].data),
+                        out.segments()[0].size),
+            data.substr(1000));
+  out.Consume(5000);  // more than is left: everything
+  EXPECT_TRUE(out.empty());
+  EXPECT_TRUE(out.segments().empty());
+  body.Clear();
+  out.Clear();
+  EXPECT_EQ(pool.in_use(), 0u);
+}
+
 }  // namespace
 }  // namespace sepal
