@@ -23,9 +23,9 @@ rate=88       # good calls per second
 after_s=5     # RSS sampled this long after the attack
 only=""
 attacks_only=""
-install=0
-build=1
-keep=0
+BENCH_NAME=attacks
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 usage() {
   sed -n '3,7s/^# \{0,1\}//p' "$0"
@@ -36,11 +36,8 @@ usage() {
                   window-update-flood
   --duration D    each attack (default 6s; keep it <= 8s); --baseline D: the good client
                   alone before it (default 3s); --rate N: good calls/s (default 88)
-  --install       first install the peers (scripts/install-deps.sh --bench)
-  --no-build      use the binaries already in build-release/
-  --build-dir D   use the binaries already in build directory D (implies --no-build)
-  --keep          keep the temporary directory with configs, logs and RSS samples
 EOF
+  common_usage
 }
 
 while (($# > 0)); do
@@ -55,13 +52,7 @@ while (($# > 0)); do
     --baseline=*) baseline=${1#*=} ;;
     --rate) rate=${2:?--rate needs a value}; shift ;;
     --rate=*) rate=${1#*=} ;;
-    --install) install=1 ;;
-    --no-build) build=0 ;;
-    --build-dir) BUILD=$(cd "${2:?--build-dir needs a directory}" && pwd); build=0; shift ;;
-    --build-dir=*) BUILD=$(cd "${1#*=}" && pwd); build=0 ;;
-    --keep) keep=1 ;;
-    -h | --help) usage; exit 0 ;;
-    *) echo "attacks.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
+    *) common_option "$@"; shift $((shift_by - 1)) ;;
   esac
   shift
 done
@@ -80,8 +71,6 @@ pick_list() {
 mapfile -t targets < <(pick_list target "$only" "${ALL_TARGETS[@]}")
 mapfile -t attacks < <(pick_list attack "$attacks_only" "${ALL_ATTACKS[@]}")
 
-log() { printf '[attacks %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-
 # Seconds in a duration like 6s or 500ms, as a decimal.
 seconds_of() { awk -v d="$1" 'BEGIN { n = d + 0; if (d ~ /ms$/) n /= 1000; printf "%g", n }'; }
 attack_s=$(seconds_of "$duration")
@@ -89,55 +78,7 @@ baseline_s=$(seconds_of "$baseline")
 awk -v a="$attack_s" 'BEGIN { exit !(a >= 2 && a <= 30) }' ||
   { echo "attacks.sh: --duration must be 2s..30s" >&2; exit 2; }
 
-# ---- processes: every one we start is remembered by PID and stopped by PID ----------------
-
-WORK=$(mktemp -d /tmp/sepal-attacks.XXXXXX)
-declare -a started_pids=()
-
-stop_pid() {
-  local pid=$1
-  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-  local pid
-  for pid in "${started_pids[@]}"; do stop_pid "$pid"; done
-  if ((keep)); then log "configs and logs kept in $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# start_pinned CORE LOG CMD...: runs CMD on one CPU core in the background; sets $last_pid.
-start_pinned() {
-  local core=$1 logfile=$2
-  shift 2
-  taskset -c "$core" "$@" >"$logfile" 2>&1 &
-  last_pid=$!
-  started_pids+=("$last_pid")
-}
-
-process_tree() {
-  local pid=$1 child
-  echo "$pid"
-  for child in $(pgrep -P "$pid" || true); do process_tree "$child"; done
-}
-
-# status_kib PID FIELD: VmRSS or VmHWM in KiB, summed over the process tree.
-status_kib() {
-  local total=0 pid kib
-  for pid in $(process_tree "$1"); do
-    kib=$(awk -v f="$2:" '$1 == f {print $2}' "/proc/$pid/status" 2>/dev/null || true)
-    total=$((total + ${kib:-0}))
-  done
-  echo "$total"
-}
+bench_begin
 
 # sample_rss PID FILE: appends the tree's VmRSS (KiB) every 100 ms until stopped.
 sample_rss() {
@@ -148,42 +89,9 @@ sample_rss() {
   done
 }
 
-port_is_free() { [[ -z "$(ss -Htln "sport = :$1")" ]]; }
-
-pick_port() {
-  local port
-  for _ in $(seq 100); do
-    port=$((15000 + RANDOM % 17000))
-    if port_is_free "$port"; then
-      echo "$port"
-      return 0
-    fi
-  done
-  echo "attacks.sh: no free port found" >&2
-  return 1
-}
-
-# json_get JSON KEY: the value of a flat key in one line of output ("" if absent).
-json_get() {
-  local pattern="\"$2\":(\"[^\"]*\"|[^,}]*)"
-  if [[ $1 =~ $pattern ]]; then
-    local value=${BASH_REMATCH[1]}
-    echo "${value//\"/}"
-  fi
-}
-
-# json_num JSON KEY: a numeric value, 0 if absent.
-json_num() {
-  local value
-  value=$(json_get "$1" "$2")
-  echo "${value:-0}"
-}
-
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 # ---- setup -----------------------------------------------------------------------------
-
-if ((install)); then "$ROOT/scripts/install-deps.sh" --bench; fi
 
 ATTACK="$BUILD/bench/sepal-attack"
 BACKEND="$BUILD/tests/support/sepal-fake-superlink"
@@ -212,102 +120,13 @@ unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY grpc_proxy
 # The attacker raises its own soft limit to the hard one; the proxies inherit this shell's.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-# start_backend DIR: a fresh stand-in SuperLink on core 0 with Flower's 1000-call limit; sets
+# backend_for DIR: a fresh stand-in SuperLink on core 0 with Flower's 1000-call limit; sets
 # $backend_pid and $backend_port.
-start_backend() {
-  local dir=$1
-  : >"$dir/backend.log"  # exists before the backend writes its port into it
-  start_pinned 0 "$dir/backend.log" "$BACKEND" --listen 127.0.0.1:0 \
-    --max-concurrent-calls 1000 --stats-file "$dir/upstream.json"
-  backend_pid=$last_pid
-  backend_port=""
-  for _ in $(seq 100); do
-    backend_port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$dir/backend.log")
-    [[ -n "$backend_port" ]] && return 0
-    kill -0 "$backend_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  return 1
+backend_for() {
+  start_backend "$1/backend.log" --max-concurrent-calls 1000 --stats-file "$1/upstream.json"
 }
 
-# ---- peer configurations: as bench/run.sh makes them (one worker, h2c both sides) --------
-
-write_nginx_config() {
-  local dir=$1 port=$2
-  mkdir -p "$dir/tmp"
-  cat >"$dir/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $dir/tmp/body;
-  proxy_temp_path $dir/tmp/proxy;
-  fastcgi_temp_path $dir/tmp/fastcgi;
-  uwsgi_temp_path $dir/tmp/uwsgi;
-  scgi_temp_path $dir/tmp/scgi;
-  keepalive_requests 1000000000;
-  keepalive_timeout 300s;
-  client_max_body_size 0;
-  client_body_timeout 300s;
-  send_timeout 300s;
-  http2_body_preread_size 1m;
-  client_body_buffer_size 1m;
-  upstream backend {
-    server 127.0.0.1:$backend_port;
-    keepalive 128;
-    keepalive_requests 1000000000;
-    keepalive_timeout 300s;
-  }
-  server {
-    listen 127.0.0.1:$port http2;
-    location / {
-      grpc_pass grpc://backend;
-      grpc_buffer_size 64k;
-      grpc_read_timeout 300s;
-      grpc_send_timeout 300s;
-    }
-  }
-}
-EOF
-}
-
-write_haproxy_config() {
-  local dir=$1 port=$2
-  cat >"$dir/haproxy.cfg" <<EOF
-global
-  nbthread 1
-  tune.h2.initial-window-size 1048576
-
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 300s
-  timeout server 300s
-  timeout http-request 300s
-  timeout tunnel 300s
-
-frontend grpc_in
-  bind 127.0.0.1:$port proto h2
-  default_backend superlink
-
-backend superlink
-  server stand_in 127.0.0.1:$backend_port proto h2
-EOF
-}
-
-nghttpx_args() {
-  local dir=$1 port=$2
-  printf '%s\n' --conf=/dev/null "--frontend=127.0.0.1,$port;no-tls" \
-    "--backend=127.0.0.1,$backend_port;;proto=h2" --workers=1 --no-ocsp --no-via \
-    --no-server-push "--errorlog-file=$dir/error.log" \
-    --frontend-http2-window-size=1M --frontend-http2-connection-window-size=16M \
-    --backend-http2-window-size=1M --backend-http2-connection-window-size=16M \
-    --frontend-read-timeout=5m --backend-read-timeout=5m --backend-write-timeout=5m \
-    --stream-write-timeout=5m
-}
+# ---- sepal's configuration (the peers' are in lib.sh, as bench/run.sh makes them) ----------
 
 # sepal with its defaults, identity from a static table: the attacker and the good client
 # are both allowed SuperNodes (tag:supernode), told apart by source address.
@@ -434,7 +253,7 @@ run_one() {
   local name=$1 kind=$2 dir="$WORK/$1-$2" port target proxy_pid="" skip_reason=""
   mkdir -p "$dir"
   local row_prefix="$name"$'\t'"$kind"
-  if ! start_backend "$dir"; then
+  if ! backend_for "$dir"; then
     rows+=("$row_prefix"$'\t'"stand-in SuperLink did not start")
     return 0
   fi

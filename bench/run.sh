@@ -23,9 +23,9 @@ payload=100
 idle_connections=2000
 big_bytes=$((5 * 1024 * 1024))
 only=""
-install=0
-build=1
-keep=0
+BENCH_NAME=bench
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 usage() {
   sed -n '3,5s/^# \{0,1\}//p' "$0"
@@ -37,11 +37,8 @@ usage() {
                  nginx-tls haproxy-tls nghttpx-tls sepal-tls (TLS from the client,
                  certificates from certs/sepal-certs.sh; unary and handshakes only)
   --duration D   measured unary window (default 10s); --warmup D before it (default 2s)
-  --install      first install the peers (scripts/install-deps.sh --bench)
-  --no-build     use the binaries already in build-release/
-  --build-dir D  use the binaries already in build directory D (implies --no-build)
-  --keep         keep the temporary directory with configs and logs
 EOF
+  common_usage
 }
 
 while (($# > 0)); do
@@ -53,126 +50,14 @@ while (($# > 0)); do
     --duration=*) duration=${1#*=} ;;
     --warmup) warmup=${2:?--warmup needs a value}; shift ;;
     --warmup=*) warmup=${1#*=} ;;
-    --install) install=1 ;;
-    --no-build) build=0 ;;
-    --build-dir) BUILD=$(cd "${2:?--build-dir needs a directory}" && pwd); build=0; shift ;;
-    --build-dir=*) BUILD=$(cd "${1#*=}" && pwd); build=0 ;;
-    --keep) keep=1 ;;
-    -h | --help) usage; exit 0 ;;
-    *) echo "run.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
+    *) common_option "$@"; shift $((shift_by - 1)) ;;
   esac
   shift
 done
-
-targets=("${ALL_TARGETS[@]}")
-if [[ -n "$only" ]]; then
-  IFS=, read -ra targets <<<"$only"
-  for t in "${targets[@]}"; do
-    [[ " ${ALL_TARGETS[*]} " == *" $t "* ]] || { echo "run.sh: unknown target $t" >&2; exit 2; }
-  done
-fi
-
-log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-
-# ---- processes: every one we start is remembered by PID and stopped by PID ----------------
-
-WORK=$(mktemp -d /tmp/sepal-bench.XXXXXX)
-declare -a started_pids=()
-
-stop_pid() {
-  local pid=$1
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-  local pid
-  for pid in "${started_pids[@]}"; do stop_pid "$pid"; done
-  if ((keep)); then log "configs and logs kept in $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# start_pinned CORE LOG CMD...: runs CMD on one CPU core in the background; sets $last_pid.
-start_pinned() {
-  local core=$1 logfile=$2
-  shift 2
-  taskset -c "$core" "$@" >"$logfile" 2>&1 &
-  last_pid=$!
-  started_pids+=("$last_pid")
-}
-
-# The process and its descendants (nginx and nghttpx run a master and a worker).
-process_tree() {
-  local pid=$1 child
-  echo "$pid"
-  for child in $(pgrep -P "$pid" || true); do process_tree "$child"; done
-}
-
-# utime+stime in clock ticks, summed over the process tree.
-cpu_ticks() {
-  local total=0 pid stat fields
-  for pid in $(process_tree "$1"); do
-    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-    read -ra fields <<<"${stat##*) }"  # fields[0] is field 3 of proc(5), "state"
-    total=$((total + fields[11] + fields[12]))
-  done
-  echo "$total"
-}
-
-# Resident set now (VmRSS) in KiB, summed over the process tree.
-rss_kib() {
-  local total=0 pid kib
-  for pid in $(process_tree "$1"); do
-    kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
-    total=$((total + ${kib:-0}))
-  done
-  echo "$total"
-}
-
-# Peak resident set (VmHWM) in KiB, summed over the process tree.
-peak_rss_kib() {
-  local total=0 pid kib
-  for pid in $(process_tree "$1"); do
-    kib=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
-    total=$((total + ${kib:-0}))
-  done
-  echo "$total"
-}
-
-port_is_free() { [[ -z "$(ss -Htln "sport = :$1")" ]]; }
-
-pick_port() {
-  local port
-  for _ in $(seq 100); do
-    port=$((15000 + RANDOM % 17000))
-    if port_is_free "$port"; then
-      echo "$port"
-      return 0
-    fi
-  done
-  echo "run.sh: no free port found" >&2
-  return 1
-}
-
-# json_get JSON KEY: the value of a flat key in one line of loadgen output ("" if absent).
-json_get() {
-  local pattern="\"$2\":(\"[^\"]*\"|[^,}]*)"
-  if [[ $1 =~ $pattern ]]; then
-    local value=${BASH_REMATCH[1]}
-    echo "${value//\"/}"
-  fi
-}
+select_targets "$only" "${ALL_TARGETS[@]}"
+bench_begin
 
 # ---- setup -----------------------------------------------------------------------------
-
-if ((install)); then "$ROOT/scripts/install-deps.sh" --bench; fi
 
 # TLS targets: one CA and one server certificate (localhost, 127.0.0.1, ::1) for every proxy.
 CERTS="$WORK/certs"
@@ -210,117 +95,14 @@ done
 # grpc++ honours http_proxy and grpc_proxy; the loopback runs must not go through one.
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY grpc_proxy
 
-start_pinned 0 "$WORK/backend.log" "$BACKEND" --listen 127.0.0.1:0 --threads 1
-backend_pid=$last_pid
-backend_port=""
-for _ in $(seq 100); do
-  backend_port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$WORK/backend.log")
-  [[ -n "$backend_port" ]] && break
-  kill -0 "$backend_pid" 2>/dev/null || break
-  sleep 0.1
-done
-if [[ -z "$backend_port" ]]; then
+if ! start_backend "$WORK/backend.log" --threads 1; then
   cat "$WORK/backend.log" >&2
   echo "run.sh: the stand-in SuperLink did not start" >&2
   exit 1
 fi
 log "stand-in SuperLink on 127.0.0.1:$backend_port (core 0)"
 
-# ---- peer configurations: one worker, h2c on both sides, no access logs -----------------
-
-write_nginx_config() {
-  local dir=$1 port=$2 tls=${3:-} listen="http2" tls_lines=""
-  if [[ -n "$tls" ]]; then
-    listen="ssl http2"
-    tls_lines="ssl_certificate $CERTS/server.pem;
-    ssl_certificate_key $CERTS/server.key;
-    ssl_protocols TLSv1.2 TLSv1.3;"
-  fi
-  mkdir -p "$dir/tmp"
-  cat >"$dir/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $dir/tmp/body;
-  proxy_temp_path $dir/tmp/proxy;
-  fastcgi_temp_path $dir/tmp/fastcgi;
-  uwsgi_temp_path $dir/tmp/uwsgi;
-  scgi_temp_path $dir/tmp/scgi;
-  keepalive_requests 1000000000;
-  keepalive_timeout 300s;
-  client_max_body_size 0;
-  client_body_timeout 300s;
-  send_timeout 300s;
-  # Per-stream receive window, as sepal's default (1 MiB).
-  http2_body_preread_size 1m;
-  client_body_buffer_size 1m;
-  upstream backend {
-    server 127.0.0.1:$backend_port;
-    keepalive 128;
-    keepalive_requests 1000000000;
-    keepalive_timeout 300s;
-  }
-  server {
-    listen 127.0.0.1:$port $listen;
-    $tls_lines
-    location / {
-      grpc_pass grpc://backend;
-      grpc_buffer_size 64k;
-      grpc_read_timeout 300s;
-      grpc_send_timeout 300s;
-    }
-  }
-}
-EOF
-}
-
-write_haproxy_config() {
-  local dir=$1 port=$2 tls=${3:-} bind="proto h2"
-  [[ -n "$tls" ]] && bind="ssl crt $CERTS/haproxy.pem alpn h2"
-  cat >"$dir/haproxy.cfg" <<EOF
-global
-  nbthread 1
-  # Per-stream receive window, as sepal's default (1 MiB); tune.bufsize stays at its default.
-  tune.h2.initial-window-size 1048576
-
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 300s
-  timeout server 300s
-  timeout http-request 300s
-  timeout tunnel 300s
-
-frontend grpc_in
-  bind 127.0.0.1:$port $bind
-  default_backend superlink
-
-backend superlink
-  server stand_in 127.0.0.1:$backend_port proto h2
-EOF
-}
-
-nghttpx_args() {
-  local dir=$1 port=$2 tls=${3:-}
-  local frontend="127.0.0.1,$port;no-tls"
-  [[ -n "$tls" ]] && frontend="127.0.0.1,$port"
-  # --conf=/dev/null: ignore /etc/nghttpx/nghttpx.conf. Windows as sepal's defaults
-  # (1 MiB per stream, 16 MiB per connection). No --accesslog-file: access log off.
-  printf '%s\n' --conf=/dev/null "--frontend=$frontend" \
-    "--backend=127.0.0.1,$backend_port;;proto=h2" --workers=1 --no-ocsp --no-via \
-    --no-server-push "--errorlog-file=$dir/error.log" \
-    --frontend-http2-window-size=1M --frontend-http2-connection-window-size=16M \
-    --backend-http2-window-size=1M --backend-http2-connection-window-size=16M \
-    --frontend-read-timeout=5m --backend-read-timeout=5m --backend-write-timeout=5m \
-    --stream-write-timeout=5m
-  # With TLS on the frontend, the key and certificate are the two positional arguments.
-  [[ -n "$tls" ]] && printf '%s\n' "$CERTS/server.key" "$CERTS/server.pem"
-  return 0
-}
+# ---- sepal's configuration (the peers' are in lib.sh) ------------------------------------
 
 # write_sepal_config DIR PORT [IDENTITY]: IDENTITY is none (routes only), observed (routes
 # only, plus the admin server and an access log file in DIR), static (a CIDR table) or
@@ -542,7 +324,7 @@ bench_one() {
       ((hs_errors == 0)) || note[$name]="handshakes: $hs_errors errors: $(json_get "$hs" first_error)"
     fi
     log "$name: ${hs_rate[$name]} handshakes/s"
-    rss_mib[$name]=$(awk -v k="$(peak_rss_kib "$proxy_pid")" 'BEGIN { printf "%.1f", k / 1024 }')
+    rss_mib[$name]=$(awk -v k="$(status_kib "$proxy_pid" VmHWM)" 'BEGIN { printf "%.1f", k / 1024 }')
     stop_pid "$proxy_pid"
     return 0
   fi
@@ -581,7 +363,7 @@ bench_one() {
   log "$name: 5 MiB calls ${big_cell[$name]} MiB/s, ${big_cpu[$name]:--} s CPU/GiB"
 
   if [[ -n "$proxy_pid" ]]; then
-    rss_mib[$name]=$(awk -v k="$(peak_rss_kib "$proxy_pid")" 'BEGIN { printf "%.1f", k / 1024 }')
+    rss_mib[$name]=$(awk -v k="$(status_kib "$proxy_pid" VmHWM)" 'BEGIN { printf "%.1f", k / 1024 }')
     stop_pid "$proxy_pid"
     # Memory per idle connection on a fresh proxy: after the runs above, new connections
     # would reuse memory the allocator kept and look free. (Not for sepal-tailscale, whose
@@ -604,7 +386,7 @@ bench_one() {
 measure_idle() {
   local name=$1 pid=$2 target=$3 before after client waited=0
   sleep 1
-  before=$(rss_kib "$pid")
+  before=$(status_kib "$pid" VmRSS)
   python3 "$ROOT/bench/idle_connections.py" --target "$target" \
     --connections "$idle_connections" --hold 120 >"$WORK/$name/idle.out" 2>&1 &
   client=$!
@@ -619,7 +401,7 @@ measure_idle() {
     waited=$((waited + 1))
   done
   sleep 2
-  after=$(rss_kib "$pid")
+  after=$(status_kib "$pid" VmRSS)
   stop_pid "$client"
   awk -v a="$after" -v b="$before" -v n="$idle_connections" 'BEGIN { printf "%.1f", (a - b) / n }'
 }

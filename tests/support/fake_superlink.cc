@@ -5,10 +5,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <condition_variable>
 #include <cstdint>
 #include <iostream>
 #include <map>
+#include <optional>
+#include <system_error>
 #include <thread>
 #include <utility>
 
@@ -140,6 +143,28 @@ std::string TakePayload(const Request& request) {
   return std::move(*const_cast<Request&>(request).mutable_payload());
 }
 
+// Fleet replies: the client metadata "x-reply-bytes: N" asks for a payload of exactly N bytes
+// (MakePayload) instead of the echo, so a small request can fetch a large object (PullObject)
+// and a large one can get a small answer (PushObject). Absent or not a number: echo.
+std::optional<std::size_t> RequestedReplyBytes(const ServerContext& context) {
+  const auto found = context.client_metadata().find("x-reply-bytes");
+  if (found == context.client_metadata().end()) return std::nullopt;
+  std::size_t bytes = 0;
+  const std::string_view text = View(found->second);
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), bytes);
+  if (error != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  if (bytes > static_cast<std::size_t>(FakeSuperLink::kMaxMessageBytes) - 64) return std::nullopt;
+  return bytes;
+}
+
+// MakePayload(size), remembered per handler thread: benchmarks ask for the same size again
+// and again, and building 5 MiB of it per call would be the stand-in's own cost.
+const std::string& CachedPayload(std::size_t size) {
+  thread_local std::string cached;
+  if (cached.size() != size) cached = FakeSuperLink::MakePayload(size);
+  return cached;
+}
+
 // Sleeps `ms`, waking early when the call is cancelled. Returns false if it was.
 bool SleepUnlessCancelled(ServerContext* context, uint32_t ms) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
@@ -201,7 +226,8 @@ Status Rejected() {
   return Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!");
 }
 
-// flwr.proto.Fleet: every method echoes node and payload; CreateNode assigns a fresh node id.
+// flwr.proto.Fleet: every method echoes node and payload (or answers RequestedReplyBytes);
+// CreateNode assigns a fresh node id.
 class FleetService final : public flwr::proto::Fleet::Service {
  public:
   explicit FleetService(CallCounters& counters) : counters_(counters) {}
@@ -255,7 +281,11 @@ class FleetService final : public flwr::proto::Fleet::Service {
     CallScope call(counters_, context, "/flwr.proto.Fleet/" + std::string(method));
     if (!call.admitted()) return Rejected();
     *response->mutable_node() = request.node();
-    response->set_payload(TakePayload(request));
+    if (const auto bytes = RequestedReplyBytes(*context)) {
+      response->set_payload(CachedPayload(*bytes));
+    } else {
+      response->set_payload(TakePayload(request));
+    }
     ReportMetadata(*context, response->mutable_seen_metadata());
     return Status::OK;
   }

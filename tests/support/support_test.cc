@@ -132,6 +132,24 @@ TEST_F(FakeSuperLinkTest, FleetAndControlMethodsAreCountedByFullName) {
   EXPECT_EQ(link_->TotalCallCount(), 2);
 }
 
+TEST_F(FakeSuperLinkTest, FleetReplyBytesSizesTheAnswer) {
+  auto fleet = flwr::proto::Fleet::NewStub(channel_);
+  flwr::proto::FleetRequest request;
+  request.set_payload(std::string(4096, 'w'));
+  const auto call = [&](const char* reply_bytes) {
+    grpc::ClientContext context;
+    if (reply_bytes != nullptr) context.AddMetadata("x-reply-bytes", reply_bytes);
+    flwr::proto::FleetResponse response;
+    EXPECT_TRUE(fleet->PullObject(&context, request, &response).ok());
+    return response.payload();
+  };
+  EXPECT_EQ(call("100000"), FakeSuperLink::MakePayload(100000));  // a large object for a small ask
+  EXPECT_EQ(call("100000"), FakeSuperLink::MakePayload(100000));  // again, from the cache
+  EXPECT_EQ(call("0"), "");                                       // a small answer to an upload
+  EXPECT_EQ(call("12x"), request.payload());                      // not a number: echo
+  EXPECT_EQ(call(nullptr), request.payload());
+}
+
 TEST_F(FakeSuperLinkTest, ServerStreamSendsRequestedReplies) {
   grpc::ClientContext context;
   SetDeadline(context, milliseconds(5000));
