@@ -29,6 +29,10 @@ const Families& GetFamilies() {
                                         "Client connections accepted.", {"listener"});
     f.connections_active = &r.AddGauge("sepal_downstream_connections_active",
                                        "Client connections open.", {"listener"});
+    f.worker_connections = &r.AddGauge(
+        "sepal_worker_connections_active",
+        "Client connections open, by worker thread (the kernel spreads them: SO_REUSEPORT).",
+        {"worker"});
     f.protocol_errors = &r.AddCounter(
         "sepal_downstream_protocol_errors_total",
         "Client connections closed for bad input (http1, tls_on_cleartext, bad_preface, "

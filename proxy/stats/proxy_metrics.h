@@ -21,6 +21,7 @@ struct Families {
   metrics::GaugeFamily* streams_active;       // listener
   metrics::CounterFamily* connections_total;  // listener
   metrics::GaugeFamily* connections_active;   // listener
+  metrics::GaugeFamily* worker_connections;   // worker
   metrics::CounterFamily* protocol_errors;    // listener, kind
   metrics::CounterFamily* glitches;           // listener, kind
   metrics::CounterFamily* limit_rejections;   // listener, limit

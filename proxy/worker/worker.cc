@@ -10,13 +10,18 @@
 #include "proxy/common/log.h"
 #include "proxy/common/log_rate_limit.h"
 #include "proxy/downstream/downstream_connection.h"
+#include "proxy/stats/proxy_metrics.h"
 #include "proxy/stream/proxy_stream.h"
 #include "proxy/listener/listener.h"
 #include "proxy/upstream/upstream_pool.h"
 
 namespace sepal {
 
-Worker::Worker(unsigned index) : index_(index), work_guard_(io_.get_executor()) {}
+Worker::Worker(unsigned index)
+    : index_(index),
+      work_guard_(io_.get_executor()),
+      connections_gauge_(
+          stats::GetFamilies().worker_connections->WithLabels({std::to_string(index)})) {}
 
 Worker::~Worker() {
   Stop();
@@ -274,12 +279,12 @@ void Worker::FlushMarked() {
 }
 
 void Worker::Register(DownstreamConnection* connection) {
-  connections_.insert(connection);
+  if (connections_.insert(connection).second) connections_gauge_.Add(index_, 1);
   connection_count_.store(connections_.size(), std::memory_order_relaxed);
 }
 
 void Worker::Unregister(DownstreamConnection* connection) {
-  connections_.erase(connection);
+  if (connections_.erase(connection) > 0) connections_gauge_.Add(index_, -1);
   connection_count_.store(connections_.size(), std::memory_order_relaxed);
 }
 

@@ -19,6 +19,7 @@
 #include "proxy/buffer/write_queue.h"
 #include "proxy/config/config.h"
 #include "proxy/identity/identity.h"
+#include "proxy/metrics/metrics.h"
 #include "proxy/worker/generation.h"
 
 namespace sepal {
@@ -129,6 +130,7 @@ class Worker {
   unsigned batch_depth_ = 0;
   bool flush_posted_ = false;
   std::atomic<size_t> connection_count_{0};
+  metrics::Gauge connections_gauge_;  // sepal_worker_connections_active{worker}
   bool draining_ = false;
   bool running_ = false;
   std::thread thread_;

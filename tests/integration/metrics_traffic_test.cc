@@ -163,6 +163,39 @@ TEST_F(ProxyTest, MetricsCountBadInputAndUpstreamFailures) {
   EXPECT_EQ(Now(http1) - http1_0, 1);
 }
 
+TEST_F(ProxyTest, WorkerConnectionsGaugeCountsEachWorkersConnections) {
+  const std::string w0 = R"(sepal_worker_connections_active{worker="0"})";
+  const std::string w1 = R"(sepal_worker_connections_active{worker="1"})";
+  const std::string all = R"(sepal_downstream_connections_active{listener="fleet"})";
+  auto workers_sum = [&] { return Now(w0) + Now(w1); };
+  auto wait_for = [&](double want) {
+    for (int i = 0; i < 300 && workers_sum() != want; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return workers_sum();
+  };
+  StartSepal(DefaultConfigYaml(backend_->address(), 2));
+  const double before = workers_sum();
+  const double before_all = Now(all);
+  {
+    std::vector<std::shared_ptr<grpc::Channel>> channels;
+    for (int id = 1; id <= 6; ++id) {
+      channels.push_back(NewChannel(id));
+      grpc::ClientContext context;
+      FleetRequest request;
+      FleetResponse response;
+      ASSERT_TRUE(Fleet::NewStub(channels.back())->GetFab(&context, request, &response).ok());
+    }
+    EXPECT_EQ(wait_for(before + 6), before + 6);
+    EXPECT_EQ(Now(all) - before_all, 6);  // the per-listener gauge agrees
+    // Both workers have their series from the start, whichever got the connections.
+    const std::string text = metrics::DefaultRegistry().Serialize();
+    EXPECT_NE(text.find(w0), std::string::npos);
+    EXPECT_NE(text.find(w1), std::string::npos);
+  }
+  EXPECT_EQ(wait_for(before), before);  // closed connections leave the gauge
+}
+
 TEST_F(ProxyTest, AdminServerExposesMetricsReadinessAndConfig) {
   StartSepal("admin:\n  address: 127.0.0.1:0\n" + DefaultConfigYaml(backend_->address()));
   uint16_t admin = server_->admin_port();
