@@ -250,7 +250,10 @@ void DownstreamConnection::StartHttp2(std::string_view initial_bytes) {
   nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(callbacks, &OnInvalidFrame);
   const config::Http2Limits& limits = routes_->config.limits;
   NgOption options = MakeServerOptions(limits);
-  int rv = nghttp2_session_server_new2(&session_, callbacks, this, options.get());
+  session_memory().BeginSessionCreation();
+  int rv = nghttp2_session_server_new3(&session_, callbacks, this, options.get(),
+                                       session_memory().mem());
+  session_memory().EndSessionCreation();
   nghttp2_session_callbacks_del(callbacks);
   if (rv == 0) rv = SubmitInitialSettings(session_, limits, /*is_server=*/true);
   AdvertiseMaxConcurrentStreams(limits.max_concurrent_streams);
@@ -462,7 +465,13 @@ void DownstreamConnection::CollectLargeStreams(
 void DownstreamConnection::Tick() {
   if (closed() || session_ == nullptr) return;
   if (over_connection_cap_ && streams_.empty() && ++idle_ticks_over_cap_ >= 2) SendCapGoAway();
-  if (streams_.empty()) return;
+  if (streams_.empty()) {
+    // Idle for a while (longer than Flower's 3 s poll, so a polling node keeps its page):
+    // give the frame buffer's pages back.
+    if (++idle_ticks_ == kIdleTicksBeforeRelease) ReleaseIdleMemory();
+    return;
+  }
+  idle_ticks_ = 0;
   auto timeout = std::chrono::duration_cast<std::chrono::seconds>(
       routes_->config.limits.request_progress_timeout + std::chrono::milliseconds(999));
   uint64_t now = worker_.ticks();

@@ -135,6 +135,8 @@ class DownstreamConnection final : public Http2Connection {
   bool handshake_done_ = false;
   std::unique_ptr<boost::asio::steady_timer> proxy_header_timer_;
   std::unordered_map<int32_t, std::unique_ptr<ProxyStream>> streams_;
+  static constexpr unsigned kIdleTicksBeforeRelease = 2;
+  unsigned idle_ticks_ = 0;  // worker ticks in a row without a stream
   std::vector<int32_t> admissions_;
 
   // Limits: the peer (null when the listener has no peer table), its caps (in routes_).

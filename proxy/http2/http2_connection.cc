@@ -195,6 +195,7 @@ void Http2Connection::Flush() {
         return;
       }
       if (n == 0) break;
+      session_memory_.FrameBufferUsed();
       if (settings_patch_pending_) {
         std::vector<uint8_t> first(data, data + n);
         PatchFirstSettings(first.data(), first.size());
@@ -262,6 +263,12 @@ void Http2Connection::OnWritten(boost::system::error_code ec) {
   }
   Flush();
   if (closing_ && !writing_) Close(closing_reason_);
+}
+
+void Http2Connection::ReleaseIdleMemory() {
+  if (closed_ || writing_ || output_ || session_ == nullptr) return;
+  if (nghttp2_session_want_write(session_)) return;
+  session_memory_.ReleaseFrameBufferPages();
 }
 
 void Http2Connection::ReleaseOutput() {

@@ -13,6 +13,7 @@
 
 #include "proxy/buffer/write_queue.h"
 #include "proxy/http2/transport.h"
+#include "proxy/http2/session_memory.h"
 
 namespace sepal {
 
@@ -77,9 +78,15 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   virtual std::string Describe() const = 0;
 
   Socket& socket() { return transport_.socket(); }
+  // The allocator the derived class creates its nghttp2 session with.
+  SessionMemory& session_memory() { return session_memory_; }
+  // While nothing is queued or being written: gives the pages of nghttp2's frame buffer
+  // back to the kernel (an idle connection keeps its session, not its last frames).
+  void ReleaseIdleMemory();
 
   Worker& worker_;
   Transport transport_;
+  SessionMemory session_memory_;  // outlives session_ (deleted by the derived class)
   nghttp2_session* session_ = nullptr;
 
  private:
