@@ -38,6 +38,8 @@ class SessionMemory {
   // Returns whether it did anything.
   bool ReleaseFrameBufferPages();
   bool tracking() const { return frame_buffer_ != nullptr; }
+  // Pages of the frame buffer may be resident (a frame was serialized since the last release).
+  bool frame_buffer_resident() const { return frame_buffer_ != nullptr && frame_buffer_resident_; }
 
  private:
   static void* Malloc(size_t size, void* self);

@@ -165,6 +165,7 @@ void Worker::ScheduleTick() {
   tick_timer_->async_wait([this](boost::system::error_code ec) {
     if (ec) return;
     ++ticks_;
+    idle_releases_left_ = kIdleReleasesPerTick;
     chunk_pool_.Tick();  // what a burst left in the pool goes back within seconds
     // "N similar lines suppressed" even when no further line of that kind comes.
     if (index_ == 0) LogRateLimit::FlushAll();

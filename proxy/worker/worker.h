@@ -58,6 +58,13 @@ class Worker {
   void Stop();
   // Number of open downstream connections (approximate when read from another thread).
   size_t connection_count() const { return connection_count_.load(std::memory_order_relaxed); }
+  // One idle connection's memory release (DownstreamConnection::Tick) out of this tick's
+  // budget; false when it is spent.
+  bool TakeIdleRelease() {
+    if (idle_releases_left_ == 0) return false;
+    --idle_releases_left_;
+    return true;
+  }
 
   unsigned index() const { return index_; }
   boost::asio::io_context& io() { return io_; }
@@ -124,6 +131,8 @@ class Worker {
   std::unique_ptr<boost::asio::steady_timer> sweep_timer_;
   std::unique_ptr<boost::asio::steady_timer> tick_timer_;
   uint64_t ticks_ = 0;
+  static constexpr unsigned kIdleReleasesPerTick = 512;
+  unsigned idle_releases_left_ = kIdleReleasesPerTick;
   uint64_t seen_shed_epoch_ = 0;
   std::unordered_set<DownstreamConnection*> connections_;
   std::vector<std::shared_ptr<Http2Connection>> to_flush_;
