@@ -120,7 +120,7 @@ start_proxy() {
 RAW="$WORK/raw.jsonl"
 : >"$RAW"
 # --settle 10s: the idle connections are measured after 10 s, once every proxy has done what
-# it does with an idle connection (sepal gives pages back after 2 s, 512 connections a second).
+# it does with an idle connection (sepal gives pages back after 4 s, 512 connections a second).
 fleet_args=(--pollers "$pollers" --busy "$busy" --poll-interval "$poll_interval" --settle 10s
   --before "$before" --round "$round" --paced "$paced" --paced-mib "$paced_mib")
 

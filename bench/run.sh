@@ -400,7 +400,7 @@ measure_idle() {
     sleep 0.1
     waited=$((waited + 1))
   done
-  sleep 8  # sepal gives an idle connection's pages back after 2 s idle, 512 connections a second
+  sleep 10  # sepal gives an idle connection's pages back after 4 s idle, 512 connections a second
   after=$(status_kib "$pid" VmRSS)
   stop_pid "$client"
   awk -v a="$after" -v b="$before" -v n="$idle_connections" 'BEGIN { printf "%.1f", (a - b) / n }'

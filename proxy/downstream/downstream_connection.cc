@@ -466,7 +466,9 @@ void DownstreamConnection::Tick() {
   if (closed() || session_ == nullptr) return;
   if (over_connection_cap_ && streams_.empty() && ++idle_ticks_over_cap_ >= 2) SendCapGoAway();
   if (streams_.empty()) {
-    // Idle for a while: give the frame buffer's pages back. A release costs ~1 µs (madvise);
+    // Idle for longer than Flower's 3 s poll period (a polling node would fault the page back
+    // in at its next poll, ~7 µs each time): give the frame buffer's pages back. A release
+    // costs ~1 µs (madvise);
     // the worker's per-tick budget keeps thousands of connections going idle together from
     // stalling the tick (the rest go on the next ticks).
     if (++idle_ticks_ >= kIdleTicksBeforeRelease && session_memory().frame_buffer_resident() &&

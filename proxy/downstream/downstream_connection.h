@@ -135,7 +135,7 @@ class DownstreamConnection final : public Http2Connection {
   bool handshake_done_ = false;
   std::unique_ptr<boost::asio::steady_timer> proxy_header_timer_;
   std::unordered_map<int32_t, std::unique_ptr<ProxyStream>> streams_;
-  static constexpr unsigned kIdleTicksBeforeRelease = 2;
+  static constexpr unsigned kIdleTicksBeforeRelease = 4;  // > a 3 s poll period
   unsigned idle_ticks_ = 0;  // worker ticks in a row without a stream
   std::vector<int32_t> admissions_;
 
