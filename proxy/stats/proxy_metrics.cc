@@ -55,6 +55,7 @@ const Families& GetFamilies() {
         "sepal_tls_handshake_errors_total",
         "Client connections on TLS listeners that failed before HTTP/2, by reason (timeout, "
         "not_tls, no_alpn_h2, protocol_version, no_shared_cipher, client_cert, peer_alert, "
+        "client_closed, "
         "no_certificate, other).",
         {"listener", "reason"});
     f.tls_certificate_reloads = &r.AddCounter(

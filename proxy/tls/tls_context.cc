@@ -230,6 +230,10 @@ void AttachHandshakeNotes(SSL* ssl, HandshakeNotes* notes) {
 std::string_view ClassifyHandshakeError(const boost::system::error_code& ec,
                                         const HandshakeNotes& notes) {
   if (!notes.offered_h2) return reason::kNoAlpnH2;
+  if (ec == boost::asio::error::eof || ec == boost::asio::ssl::error::stream_truncated ||
+      ec == boost::asio::error::connection_reset || ec == boost::asio::error::broken_pipe) {
+    return reason::kClientClosed;
+  }
   if (ec.category() != boost::asio::error::get_ssl_category()) return reason::kOther;
   int why = ERR_GET_REASON(static_cast<unsigned long>(ec.value()));
   switch (why) {

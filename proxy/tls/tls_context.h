@@ -54,6 +54,9 @@ inline constexpr std::string_view kProtocolVersion = "protocol_version";  // < T
 inline constexpr std::string_view kNoSharedCipher = "no_shared_cipher";
 inline constexpr std::string_view kClientCert = "client_cert";   // missing or not trusted
 inline constexpr std::string_view kPeerAlert = "peer_alert";     // e.g. the client refused ours
+// The client closed the connection during the handshake without an alert: what gRPC clients
+// (a SuperNode) do when they do not trust sepal's certificate.
+inline constexpr std::string_view kClientClosed = "client_closed";
 inline constexpr std::string_view kNoCertificate = "no_certificate";  // none loaded yet
 inline constexpr std::string_view kOther = "other";
 }  // namespace reason

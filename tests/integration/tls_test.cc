@@ -6,6 +6,7 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -302,6 +303,41 @@ TEST_F(TlsTest, CertificateWithoutTheDialedNameGivesTheClientUnavailable) {
   EXPECT_TRUE(WaitForMetric(HandshakeErrors("peer_alert"), before + 1));
   // The same listener keeps serving clients that dial a name on the certificate.
   EXPECT_TRUE(Unary(TlsChannel("localhost", nullptr, 1)).ok());
+}
+
+// A gRPC client (a SuperNode) that does not trust the certificate closes the connection in
+// the middle of the handshake without sending an alert: counted as client_closed, apart from
+// peer_alert (clients that say why) and other.
+TEST_F(TlsTest, AClientThatClosesDuringTheHandshakeIsCountedAsClientClosed) {
+  StartTls();
+  const double closed = MetricNow(HandshakeErrors("client_closed"));
+  const double alert = MetricNow(HandshakeErrors("peer_alert"));
+  const double other = MetricNow(HandshakeErrors("other"));
+  int fd = ConnectLoopback(port_);
+  ASSERT_GE(fd, 0);
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  const unsigned char alpn[] = {2, 'h', '2'};
+  SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn));
+  SSL* ssl = SSL_new(ctx);
+  // The ClientHello is made into a memory BIO and sent by hand, so the client never reads the
+  // server's answer (a socket BIO might finish the handshake if the answer came fast).
+  BIO* in = BIO_new(BIO_s_mem());
+  BIO* out = BIO_new(BIO_s_mem());
+  SSL_set_bio(ssl, in, out);
+  SSL_set_connect_state(ssl);
+  ASSERT_EQ(SSL_get_error(ssl, SSL_do_handshake(ssl)), SSL_ERROR_WANT_READ);
+  char* hello = nullptr;
+  const long hello_size = BIO_get_mem_data(out, &hello);
+  ASSERT_GT(hello_size, 0);
+  ASSERT_EQ(write(fd, hello, static_cast<size_t>(hello_size)), hello_size);
+  pollfd readable{fd, POLLIN, 0};
+  ASSERT_EQ(poll(&readable, 1, 5000), 1);  // the ServerHello and the certificate arrived
+  close(fd);                               // and the client hangs up: no alert
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
+  EXPECT_TRUE(WaitForMetric(HandshakeErrors("client_closed"), closed + 1));
+  EXPECT_EQ(MetricNow(HandshakeErrors("peer_alert")), alert);
+  EXPECT_EQ(MetricNow(HandshakeErrors("other")), other);
 }
 
 TEST_F(TlsTest, ClientCertificateRequiredVerifiedAndRefusedWhenMissingOrForeign) {
