@@ -149,6 +149,7 @@ json::value Route(const config::RouteConfig& route) {
   } else {
     out["allow"] = nullptr;  // every identified peer
   }
+  out["mode"] = route.audit ? "audit" : "enforce";
   return out;
 }
 

@@ -92,7 +92,7 @@ constexpr std::string_view kListenerKeys[] = {"name",   "address", "proxy_protoc
                                               "routes", "limits",  "peer_limits"};
 constexpr std::string_view kListenerTlsKeys[] = {"source", "certificate", "private_key",
                                                  "client_ca", "handshake_timeout"};
-constexpr std::string_view kRouteKeys[] = {"match", "upstream", "allow"};
+constexpr std::string_view kRouteKeys[] = {"match", "upstream", "allow", "mode"};
 constexpr std::string_view kAllowKeys[] = {"tags", "users", "nodes", "capability"};
 constexpr std::string_view kLimitsKeys[] = {"max_concurrent_streams", "max_header_list_bytes",
                                             "stream_window_bytes",    "connection_window_bytes",
@@ -1085,6 +1085,15 @@ absl::Status Loader::ReadRoute(const Value& value, const Config& config, RouteCo
     SEPAL_CONFIG_TRY(ReadAllow(*allow_value, &allow));
     route->allow = std::move(allow);
   }
+  if (auto mode = map.Get("mode")) {
+    size_t choice = 0;
+    SEPAL_CONFIG_ASSIGN(choice, ReadChoice(*mode, {"enforce", "audit"}));
+    route->audit = choice == 1;
+    if (route->audit && !route->allow) {
+      return Error(*mode, "mode: audit needs allow rules to audit (without them every "
+                          "identified peer is allowed)");
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -1402,7 +1411,9 @@ std::string Summarize(const Config& config) {
       if (!route.allow->capability.empty()) {
         rules.push_back(absl::StrCat("capability=", route.allow->capability));
       }
-      absl::StrAppend(&out, "  allow: ", absl::StrJoin(rules, " | "), "\n");
+      absl::StrAppend(&out, "  allow: ", absl::StrJoin(rules, " | "),
+                      route.audit ? "  (mode: audit: denials are only logged and counted)" : "",
+                      "\n");
     }
     auto caps = [](const PeerLimitValues& v) {
       auto cap = [](uint32_t n) { return n == 0 ? std::string("off") : absl::StrCat(n); };

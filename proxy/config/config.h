@@ -97,6 +97,9 @@ struct RouteConfig {
   std::string match;
   std::string upstream;               // name of an UpstreamConfig
   std::optional<AllowRules> allow;    // absent = every identified peer
+  // mode: audit — a call the allow rules deny is forwarded anyway, logged and counted as
+  // decision="audit_deny" (identity failures are still refused). Default: enforce.
+  bool audit = false;
 };
 
 enum class ProxyProtocol { kNone, kV1, kV2, kAny };

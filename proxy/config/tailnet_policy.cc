@@ -88,6 +88,13 @@ TailnetPolicy MakeTailnetPolicy(const Config& config, const PolicyOptions& optio
         open_route = true;  // every identified peer
         continue;
       }
+      if (route.audit) {
+        policy.notes.push_back("listener " + listener.name + ", route " + route.match +
+                               " is in audit mode: the grants below admit only the peers its "
+                               "rules allow; others reach sepal (and are audited) only if the "
+                               "tailnet lets them reach tcp:" +
+                               std::to_string(listener.address.port));
+      }
       std::set<std::string> principals;
       for (const auto& tag : route.allow->tags) principals.insert(tag);
       for (const auto& user : route.allow->users) principals.insert(user);

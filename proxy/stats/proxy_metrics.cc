@@ -163,17 +163,17 @@ void ListenerStats::TlsHandshakeError(std::string_view reason) {
   GetFamilies().tls_handshake_errors->WithLabels({listener_, std::string(reason)}).Increment(shard_);
 }
 
-void ListenerStats::AuthzDecision(bool allowed, std::string_view reason) {
+void ListenerStats::AuthzDecision(std::string_view decision, std::string_view reason) {
   for (AuthzCounter& entry : authz_counters_) {
-    if (entry.allowed == allowed && entry.reason == reason) {
+    if (entry.decision == decision && entry.reason == reason) {
       entry.counter.Increment(shard_);
       return;
     }
   }
   metrics::Counter counter = GetFamilies().authz_decisions->WithLabels(
-      {listener_, allowed ? "allow" : "deny", std::string(reason)});
+      {listener_, std::string(decision), std::string(reason)});
   counter.Increment(shard_);
-  authz_counters_.push_back({allowed, reason, counter});
+  authz_counters_.push_back({decision, reason, counter});
 }
 
 void ListenerStats::PeerBytes(const std::string& node, uint64_t request_bytes,

@@ -74,7 +74,8 @@ class ListenerStats {
   }
   // `reason`: one of tls::reason (a bounded set).
   void TlsHandshakeError(std::string_view reason);
-  void AuthzDecision(bool allowed, std::string_view reason);
+  // `decision`: "allow", "deny" or "audit_deny" (a static literal).
+  void AuthzDecision(std::string_view decision, std::string_view reason);
   // Bytes of one call by peer node (metrics.peer_node_label). At most kMaxPeerNodes nodes
   // get their own series per listener and worker; later ones share peer_node="other".
   void PeerBytes(const std::string& node, uint64_t request_bytes, uint64_t response_bytes);
@@ -95,7 +96,7 @@ class ListenerStats {
   std::unordered_map<std::string, std::unique_ptr<MethodStats>> methods_;
   std::unique_ptr<MethodStats> other_;
   struct AuthzCounter {
-    bool allowed;
+    std::string_view decision;
     std::string_view reason;  // one of the filter's static reason literals
     metrics::Counter counter;
   };

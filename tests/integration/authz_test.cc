@@ -2,6 +2,8 @@
 // from loopback, and PROXY-protocol connections carrying Tailscale-range peers.
 #include <arpa/inet.h>
 
+#include "proxy/metrics/metrics.h"
+#include "tests/integration/loopback.h"
 #include "tests/integration/proxy_fixture.h"
 #include "tests/support/h2_test_client.h"
 
@@ -129,6 +131,39 @@ TEST_F(AuthzTest, TaggedSuperNodeAllowedOnFleetRefusedOnControl) {
   }
   EXPECT_EQ(backend_->CallCount("/flwr.proto.Fleet/PullMessages"), 1);
   EXPECT_EQ(backend_->CallCount("/flwr.proto.Control/StartRun"), 0);
+}
+
+// mode: audit forwards what the allow rules deny, counted as decision="audit_deny"; a peer
+// that is not identified is still refused, and an enforcing route still denies.
+TEST_F(AuthzTest, AuditModeForwardsDeniedCallsAndCountsThem) {
+  std::string config = AuthzConfig(backend_->address(), "v2");
+  const std::string control_route = "      - match: /flwr.proto.Control/\n        upstream: superlink\n";
+  ASSERT_NE(config.find(control_route), std::string::npos);
+  config.replace(config.find(control_route), control_route.size(),
+                 control_route + "        mode: audit\n");
+  StartSepal(config);
+  const std::string audited =
+      R"(sepal_authz_decisions_total{listener="fleet",decision="audit_deny",reason="no_rule_matched"})";
+  const std::string denied =
+      R"(sepal_authz_decisions_total{listener="fleet",decision="deny",reason="no_rule_matched"})";
+  const double audited_before = SeriesValue(metrics::DefaultRegistry().Serialize(), audited);
+  const double denied_before = SeriesValue(metrics::DefaultRegistry().Serialize(), denied);
+
+  // supernode-a (tag:supernode) may not call Control by the rules: forwarded, with its identity.
+  H2Stream control = CallAs("100.101.12.34", "/flwr.proto.Control/StartRun");
+  EXPECT_EQ(control.GrpcStatus(), 0) << control.GrpcMessage();
+  EXPECT_EQ(backend_->CallCount("/flwr.proto.Control/StartRun"), 1);
+  // The Fleet route enforces: capped-node's capability does not cover PushMessages.
+  H2Stream fleet = CallAs("100.77.1.2", "/flwr.proto.Fleet/PushMessages");
+  EXPECT_EQ(fleet.GrpcStatus(), static_cast<int>(grpc::StatusCode::PERMISSION_DENIED));
+  EXPECT_EQ(backend_->CallCount("/flwr.proto.Fleet/PushMessages"), 0);
+  // Not in the tailnet (no static entry): refused on the audited route too.
+  H2Stream stranger = CallAs("100.99.0.1", "/flwr.proto.Control/StartRun");
+  EXPECT_EQ(stranger.GrpcStatus(), static_cast<int>(grpc::StatusCode::UNAUTHENTICATED));
+  EXPECT_EQ(backend_->CallCount("/flwr.proto.Control/StartRun"), 1);
+
+  EXPECT_EQ(SeriesValue(metrics::DefaultRegistry().Serialize(), audited), audited_before + 1);
+  EXPECT_EQ(SeriesValue(metrics::DefaultRegistry().Serialize(), denied), denied_before + 1);
 }
 
 TEST_F(AuthzTest, IdentityMetadataReachesUpstreamAndSpoofedCopiesAreStripped) {

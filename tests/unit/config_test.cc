@@ -286,6 +286,39 @@ listeners:
             "\"address\"?)");
 }
 
+TEST(ConfigTest, RouteModeAuditIsReadAndNeedsAllowRules) {
+  constexpr char kBase[] = R"(identity:
+  provider: tailscale
+listeners:
+  - name: fleet
+    address: 127.0.0.1:9092
+    routes:
+      - match: /flwr.proto.Fleet/
+        upstream: superlink
+)";
+  constexpr char kTail[] = R"(upstreams:
+  - name: superlink
+    address: 127.0.0.2:9092
+)";
+  auto parse = [&](const std::string& route_tail) {
+    return ParseConfig(std::string(kBase) + route_tail + kTail, "sepal.yaml");
+  };
+  auto audit = parse("        allow: {tags: [tag:supernode]}\n        mode: audit\n");
+  ASSERT_TRUE(audit.ok()) << audit.status().message();
+  EXPECT_TRUE(audit->listeners[0].routes[0].audit);
+  auto enforce = parse("        allow: {tags: [tag:supernode]}\n        mode: enforce\n");
+  ASSERT_TRUE(enforce.ok()) << enforce.status().message();
+  EXPECT_FALSE(enforce->listeners[0].routes[0].audit);
+  auto bogus = parse("        allow: {tags: [tag:supernode]}\n        mode: shadow\n");
+  ASSERT_FALSE(bogus.ok());
+  EXPECT_NE(bogus.status().message().find("listeners[0].routes[0].mode"), std::string::npos)
+      << bogus.status().message();
+  auto nothing_to_audit = parse("        mode: audit\n");
+  ASSERT_FALSE(nothing_to_audit.ok());
+  EXPECT_NE(nothing_to_audit.status().message().find("needs allow rules"), std::string::npos)
+      << nothing_to_audit.status().message();
+}
+
 TEST(ConfigErrorTest, UnknownTopLevelKey) {
   EXPECT_EQ(ErrorOf(R"(
 workers: 1

@@ -91,6 +91,29 @@ TEST(TailnetPolicyTest, GrantsEachListenerPortToThePeersItsRulesName) {
   EXPECT_NE(policy.notes[1].find("laptop-bob"), std::string::npos);
 }
 
+TEST(TailnetPolicyTest, AnAuditedRouteIsGrantedByItsRulesAndSaysSo) {
+  TailnetPolicy policy = MakeTailnetPolicy(Load(R"(identity:
+  provider: tailscale
+listeners:
+  - name: fleet
+    address: 100.64.0.1:9092
+    routes:
+      - match: /flwr.proto.Fleet/
+        upstream: superlink
+        allow: {tags: [tag:supernode]}
+        mode: audit
+upstreams:
+  - name: superlink
+    address: 127.0.0.2:9092
+)"),
+                                           PolicyOptions{});
+  json::value root = json::parse(policy.json);
+  EXPECT_EQ(root.at("grants").as_array().size(), 1u);
+  ASSERT_NE(GrantFrom(root.at("grants").as_array(), {"tag:supernode"}, "ip"), nullptr);
+  ASSERT_EQ(policy.notes.size(), 1u);
+  EXPECT_NE(policy.notes[0].find("audit mode"), std::string::npos);
+}
+
 TEST(TailnetPolicyTest, ARouteWithoutAllowOpensItsPortToEveryPeerAndSaysSo) {
   TailnetPolicy policy = MakeTailnetPolicy(Load(R"(listeners:
   - name: fleet
