@@ -80,9 +80,16 @@ AuthzDecision Authorize(const config::RouteConfig& route, const identity::Lookup
   if (!allow.capability.empty() && CapabilityAllows(peer, allow.capability, path)) {
     return Allow("capability");
   }
-  return Deny(grpc::StatusCode::kPermissionDenied, "no_rule_matched",
-              StrCat("sepal: peer ", peer.Describe(), " at ", peer_address, " may not call ",
-                     path));
+  AuthzDecision denied =
+      Deny(grpc::StatusCode::kPermissionDenied, "no_rule_matched",
+           StrCat("sepal: peer ", peer.Describe(), " at ", peer_address, " may not call ", path));
+  // Audit mode covers the rules only: a peer that is not identified was refused above.
+  if (route.audit) {
+    denied.allowed = true;
+    denied.audited = true;
+    denied.code = grpc::StatusCode::kOk;
+  }
+  return denied;
 }
 
 }  // namespace sepal::filters

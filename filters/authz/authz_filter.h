@@ -20,6 +20,12 @@ struct AuthzDecision {
   // "no_identity_provider", "no_rule_matched", "not_in_tailnet", "lookup_failed".
   std::string_view reason;
   std::string message;  // grpc-message for denials; names peer and method
+  // The route is in audit mode (`mode: audit`) and its rules denied the call: it goes through
+  // (`allowed`), with the denial's reason and message for the log.
+  bool audited = false;
+
+  // The label of sepal_authz_decisions_total and the access log: allow, deny or audit_deny.
+  std::string_view label() const { return audited ? "audit_deny" : allowed ? "allow" : "deny"; }
 };
 
 // `lookup` is null when no identity provider is configured (routing only).

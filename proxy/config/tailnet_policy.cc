@@ -95,10 +95,9 @@ TailnetPolicy MakeTailnetPolicy(const Config& config, const PolicyOptions& optio
                                "tailnet lets them reach tcp:" +
                                std::to_string(listener.address.port));
       }
-      std::set<std::string> principals;
-      for (const auto& tag : route.allow->tags) principals.insert(tag);
-      for (const auto& user : route.allow->users) principals.insert(user);
-      for (const auto& tag : route.allow->tags) tags.insert(tag);
+      std::set<std::string> principals(route.allow->users.begin(), route.allow->users.end());
+      principals.insert(route.allow->tags.begin(), route.allow->tags.end());
+      tags.insert(route.allow->tags.begin(), route.allow->tags.end());
       if (!route.allow->nodes.empty()) {
         std::string names;
         for (const auto& node : route.allow->nodes) names += (names.empty() ? "" : ", ") + node;
@@ -122,9 +121,10 @@ TailnetPolicy MakeTailnetPolicy(const Config& config, const PolicyOptions& optio
                                  " is granted to autogroup:member; narrow its src to the "
                                  "nodes that should hold it");
         }
-        src.insert(who.begin(), who.end());
+        src.insert(who.begin(), who.end());  // the holders reach the port too
+      } else {
+        src.insert(principals.begin(), principals.end());
       }
-      src.insert(principals.begin(), principals.end());
     }
     if (open_route) {
       src = {"*"};

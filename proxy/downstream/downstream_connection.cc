@@ -468,9 +468,8 @@ void DownstreamConnection::Tick() {
   if (streams_.empty()) {
     // Idle for longer than Flower's 3 s poll period (a polling node would fault the page back
     // in at its next poll, ~7 µs each time): give the frame buffer's pages back. A release
-    // costs ~1 µs (madvise);
-    // the worker's per-tick budget keeps thousands of connections going idle together from
-    // stalling the tick (the rest go on the next ticks).
+    // costs ~1 µs (madvise); the worker's per-tick budget keeps thousands of connections going
+    // idle together from stalling the tick (the rest go on the next ticks).
     if (++idle_ticks_ >= kIdleTicksBeforeRelease && session_memory().frame_buffer_resident() &&
         worker_.TakeIdleRelease()) {
       ReleaseIdleMemory();

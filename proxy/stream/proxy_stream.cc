@@ -198,25 +198,23 @@ void ProxyStream::ContinueAfterIdentity() {
   std::string_view path = request_headers_.Get(":path");
   filters::AuthzDecision decision =
       filters::Authorize(*route_->config, downstream_.lookup(), path, downstream_.peer());
-  // Audit mode: what the allow rules deny goes through, logged and counted; a peer that is
-  // not identified (not in the tailnet, lookup failed) is still refused.
-  const bool audited = !decision.allowed && route_->config->audit &&
-                       decision.code == grpc::StatusCode::kPermissionDenied;
-  decision_ = decision.allowed ? "allow" : audited ? "audit_deny" : "deny";
+  decision_ = decision.label();
   downstream_.listener().stats().AuthzDecision(decision_, decision.reason);
   authz_reason_ = decision.reason;
-  if (audited) {
-    static LogRateLimit log_audits("authz audit denials");
-    if (log_audits.Allow()) LogInfo("authz: audit_deny ", path, " for ", downstream_.peer(), " on ",
-            downstream_.listener().name(), " (", decision.reason, "): forwarded, the route is in audit mode");
-  } else if (!decision.allowed) {
+  if (!decision.allowed) {
     static LogRateLimit log_denials("authz denials");
     if (log_denials.Allow()) LogInfo("authz: deny ", path, " for ", downstream_.peer(), " on ",
             downstream_.listener().name(), " (", decision.reason, ")");
     LocalReply(decision.code, decision.message, decision.reason);
     return;
   }
-  LogDebug("authz: allow ", path, " for ", downstream_.peer(), " (", decision.reason, ")");
+  if (decision.audited) {
+    static LogRateLimit log_audits("authz audit denials");
+    if (log_audits.Allow()) LogInfo("authz: audit_deny ", path, " for ", downstream_.peer(), " on ",
+            downstream_.listener().name(), " (", decision.reason, "): forwarded, the route is in audit mode");
+  } else {
+    LogDebug("authz: allow ", path, " for ", downstream_.peer(), " (", decision.reason, ")");
+  }
   if (!Admit()) return;
   Dispatch();
 }

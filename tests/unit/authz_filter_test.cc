@@ -55,6 +55,30 @@ TEST(AuthzFilterTest, NotInTailnetIsUnauthenticatedAndFailureIsUnavailable) {
   EXPECT_NE(b.message.find("tailscaled unreachable"), std::string::npos);
 }
 
+TEST(AuthzFilterTest, AuditModeAdmitsWhatTheRulesDenyButNotUnidentifiedPeers) {
+  config::AllowRules users;
+  users.users = {"alice@example.com"};
+  config::RouteConfig route = RouteWith(users);
+  route.audit = true;
+  identity::LookupResult node = Found(SuperNode());
+  AuthzDecision audited = Authorize(route, &node, "/flwr.proto.Fleet/X", "x");
+  EXPECT_TRUE(audited.allowed);
+  EXPECT_TRUE(audited.audited);
+  EXPECT_EQ(audited.label(), "audit_deny");
+  EXPECT_EQ(audited.reason, "no_rule_matched");
+  EXPECT_NE(audited.message.find("/flwr.proto.Fleet/X"), std::string::npos);
+  identity::LookupResult missing;
+  missing.kind = identity::LookupResult::Kind::kNotInTailnet;
+  AuthzDecision stranger = Authorize(route, &missing, "/flwr.proto.Fleet/X", "x");
+  EXPECT_FALSE(stranger.allowed);
+  EXPECT_EQ(stranger.label(), "deny");
+  route.audit = false;
+  EXPECT_EQ(Authorize(route, &node, "/flwr.proto.Fleet/X", "x").label(), "deny");
+  route.allow->users = {};
+  route.allow->tags = {"tag:supernode"};
+  EXPECT_EQ(Authorize(route, &node, "/flwr.proto.Fleet/X", "x").label(), "allow");
+}
+
 TEST(AuthzFilterTest, EachRuleKindAdmits) {
   identity::LookupResult node = Found(SuperNode());
   config::AllowRules tags;
