@@ -24,34 +24,6 @@ constexpr char kUsage[] =
     "  --socket tailscaled's LocalAPI socket (default /var/run/tailscale/tailscaled.sock)\n"
     "  --config use the identity provider of this sepal config (tailscale or static)\n";
 
-std::optional<identity::PeerAddress> ParsePeer(std::string_view text) {
-  std::string host(text);
-  uint16_t port = 0;
-  if (text.starts_with('[')) {
-    size_t close = text.find(']');
-    if (close == std::string_view::npos) return std::nullopt;
-    host = std::string(text.substr(1, close - 1));
-    std::string_view rest = text.substr(close + 1);
-    if (!rest.empty()) {
-      if (!rest.starts_with(':')) return std::nullopt;
-      port = static_cast<uint16_t>(std::stoul(std::string(rest.substr(1))));
-    }
-  } else if (std::count(text.begin(), text.end(), ':') == 1) {
-    size_t colon = text.find(':');
-    host = std::string(text.substr(0, colon));
-    std::string digits(text.substr(colon + 1));
-    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos ||
-        digits.size() > 5 || std::stoul(digits) > 65535) {
-      return std::nullopt;
-    }
-    port = static_cast<uint16_t>(std::stoul(digits));
-  }
-  boost::system::error_code ec;
-  auto ip = boost::asio::ip::make_address(host, ec);
-  if (ec) return std::nullopt;
-  return identity::PeerAddress{ip, port};
-}
-
 }  // namespace
 
 int RunWhoisCommand(int argc, char** argv) {
@@ -72,7 +44,7 @@ int RunWhoisCommand(int argc, char** argv) {
       return 2;
     }
   }
-  std::optional<identity::PeerAddress> peer = ParsePeer(addr_text);
+  std::optional<identity::PeerAddress> peer = identity::ParsePeerAddress(addr_text);
   if (!peer) {
     std::fprintf(stderr, "sepal whois: %s is not IP, IP:PORT or [IPv6]:PORT\n%s",
                  addr_text.c_str(), kUsage);

@@ -2,6 +2,7 @@
 // capability value parsing and method pattern matching.
 #include "proxy/identity/identity.h"
 
+#include <algorithm>
 #include <boost/json.hpp>
 
 #include "proxy/common/strings.h"
@@ -29,6 +30,18 @@ CapabilityGrant GrantFromValue(const boost::json::value& value) {
     }
   }
   return grant;
+}
+
+bool ParsePort(std::string_view digits, uint16_t* port) {
+  if (digits.empty() || digits.size() > 5) return false;
+  uint32_t value = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return false;
+    value = value * 10 + static_cast<uint32_t>(c - '0');
+  }
+  if (value > 65535) return false;
+  *port = static_cast<uint16_t>(value);
+  return true;
 }
 
 }  // namespace
@@ -67,6 +80,30 @@ bool MethodPatternMatches(std::string_view pattern, std::string_view path) {
     return path.substr(0, pattern.size()) == pattern;
   }
   return pattern == path;
+}
+
+std::optional<PeerAddress> ParsePeerAddress(std::string_view text) {
+  std::string_view host = text;
+  uint16_t port = 0;
+  if (text.starts_with('[')) {
+    size_t close = text.find(']');
+    if (close == std::string_view::npos) return std::nullopt;
+    host = text.substr(1, close - 1);
+    std::string_view rest = text.substr(close + 1);
+    if (!rest.empty() && (!rest.starts_with(':') || !ParsePort(rest.substr(1), &port))) {
+      return std::nullopt;
+    }
+  } else if (std::count(text.begin(), text.end(), ':') == 1) {
+    size_t colon = text.find(':');
+    host = text.substr(0, colon);
+    if (!ParsePort(text.substr(colon + 1), &port)) return std::nullopt;
+  }
+  boost::system::error_code ec;
+  auto ip = boost::asio::ip::make_address(std::string(host), ec);
+  if (ec) return std::nullopt;
+  // "[1.2.3.4]:5" is not how anyone writes an IPv4 peer.
+  if (text.starts_with('[') && !ip.is_v6()) return std::nullopt;
+  return PeerAddress{ip, port};
 }
 
 std::string PeerAddress::ToString() const {

@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -63,6 +64,11 @@ struct PeerAddress {
   uint16_t port = 0;
   std::string ToString() const;  // "100.64.0.2:41000", "[fd7a::1]:41000"
 };
+
+// Parses what an operator types for a peer: "100.64.0.2:41000", "[fd7a:115c:a1e0::1]:41000",
+// or a bare IPv4/IPv6 address (port 0). Anything else, a port that is not 0-65535 included,
+// is nullopt.
+std::optional<PeerAddress> ParsePeerAddress(std::string_view text);
 
 class IdentityProvider {
  public:
