@@ -13,6 +13,7 @@
 #include "proxy/config/config.h"
 #include "proxy/server/server.h"
 #include "proxy/tls/tls_context.h"
+#include "proxy/explain_command.h"
 #include "proxy/policy_command.h"
 #include "proxy/whois_command.h"
 
@@ -22,6 +23,7 @@ void PrintUsage(FILE* out) {
   std::fprintf(out,
                "usage: sepal --config FILE [--check] [--log-level debug|info|warn|error]\n"
                "       sepal whois ADDR [--socket PATH | --config FILE]\n"
+               "       sepal explain --config FILE [--listener NAME] PEER METHOD\n"
                "       sepal policy --config FILE [--superlink-tag TAG] [--tag-owner OWNER]\n"
                "       sepal --version\n"
                "\n"
@@ -96,6 +98,9 @@ int Run(const std::string& config_path) {
 int main(int argc, char** argv) {
   if (argc >= 2 && std::string_view(argv[1]) == "whois") {
     return sepal::RunWhoisCommand(argc - 2, argv + 2);
+  }
+  if (argc >= 2 && std::string_view(argv[1]) == "explain") {
+    return sepal::RunExplainCommand(argc - 2, argv + 2);
   }
   if (argc >= 2 && std::string_view(argv[1]) == "policy") {
     return sepal::RunPolicyCommand(argc - 2, argv + 2);

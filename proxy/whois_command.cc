@@ -1,9 +1,6 @@
 // The whois subcommand: the same provider and checks the proxy uses, printed for humans.
 #include "proxy/whois_command.h"
 
-#include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/address.hpp>
 #include <cstdio>
 #include <optional>
 #include <string>
@@ -73,16 +70,7 @@ int RunWhoisCommand(int argc, char** argv) {
     provider = std::make_unique<identity::TailscaleIdentityProvider>(tailscale);
   }
 
-  boost::asio::io_context io;
-  // The answer is posted from the provider's thread: keep run() waiting for it.
-  auto guard = boost::asio::make_work_guard(io);
-  identity::LookupResult result;
-  provider->Lookup(*peer, io.get_executor(), [&](identity::LookupResult r) {
-    result = std::move(r);
-    guard.reset();
-  });
-  io.run();
-  provider->Shutdown();
+  identity::LookupResult result = identity::LookupAndWait(*provider, *peer);
 
   std::printf("peer %s (asked %s)\n", peer->ToString().c_str(), source.c_str());
   switch (result.kind) {

@@ -28,20 +28,41 @@ AuthzDecision Deny(grpc::StatusCode code, std::string_view reason, std::string m
   return decision;
 }
 
-bool CapabilityAllows(const identity::PeerIdentity& peer, const std::string& capability,
-                      std::string_view path) {
-  auto it = peer.capabilities.find(capability);
-  if (it == peer.capabilities.end()) return false;
-  for (const identity::CapabilityGrant& grant : it->second) {
-    if (grant.all_methods) return true;
-    for (const std::string& pattern : grant.methods) {
-      if (identity::MethodPatternMatches(pattern, path)) return true;
-    }
+}  // namespace
+
+const std::string* MatchingTag(const config::AllowRules& allow,
+                               const identity::PeerIdentity& peer) {
+  for (const std::string& tag : peer.tags) {
+    if (Contains(allow.tags, tag)) return &tag;
   }
-  return false;
+  return nullptr;
 }
 
-}  // namespace
+bool UserRuleMatches(const config::AllowRules& allow, const identity::PeerIdentity& peer) {
+  return !peer.tagged() && Contains(allow.users, peer.user_login);
+}
+
+const std::string* MatchingNode(const config::AllowRules& allow,
+                                const identity::PeerIdentity& peer) {
+  if (Contains(allow.nodes, peer.node_name)) return &peer.node_name;
+  if (Contains(allow.nodes, peer.node_fqdn)) return &peer.node_fqdn;
+  return nullptr;
+}
+
+std::optional<std::string_view> CapabilityRuleMatch(const config::AllowRules& allow,
+                                                    const identity::PeerIdentity& peer,
+                                                    std::string_view path) {
+  if (allow.capability.empty()) return std::nullopt;
+  auto it = peer.capabilities.find(allow.capability);
+  if (it == peer.capabilities.end()) return std::nullopt;
+  for (const identity::CapabilityGrant& grant : it->second) {
+    if (grant.all_methods) return kAllMethods;
+    for (const std::string& pattern : grant.methods) {
+      if (identity::MethodPatternMatches(pattern, path)) return pattern;
+    }
+  }
+  return std::nullopt;
+}
 
 AuthzDecision Authorize(const config::RouteConfig& route, const identity::LookupResult* lookup,
                         std::string_view path, std::string_view peer_address) {
@@ -69,17 +90,11 @@ AuthzDecision Authorize(const config::RouteConfig& route, const identity::Lookup
   const identity::PeerIdentity& peer = *lookup->identity;
   if (!route.allow) return Allow("any_peer");
   const config::AllowRules& allow = *route.allow;
-  for (const std::string& tag : peer.tags) {
-    if (Contains(allow.tags, tag)) return Allow("tag");
-  }
+  if (MatchingTag(allow, peer) != nullptr) return Allow("tag");
   // A tagged node's user is the pseudo-user "tagged-devices": user rules are for people.
-  if (!peer.tagged() && Contains(allow.users, peer.user_login)) return Allow("user");
-  if (Contains(allow.nodes, peer.node_name) || Contains(allow.nodes, peer.node_fqdn)) {
-    return Allow("node");
-  }
-  if (!allow.capability.empty() && CapabilityAllows(peer, allow.capability, path)) {
-    return Allow("capability");
-  }
+  if (UserRuleMatches(allow, peer)) return Allow("user");
+  if (MatchingNode(allow, peer) != nullptr) return Allow("node");
+  if (CapabilityRuleMatch(allow, peer, path)) return Allow("capability");
   AuthzDecision denied =
       Deny(grpc::StatusCode::kPermissionDenied, "no_rule_matched",
            StrCat("sepal: peer ", peer.Describe(), " at ", peer_address, " may not call ", path));

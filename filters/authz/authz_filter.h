@@ -2,6 +2,7 @@
 // route's allow rules and the connection's identity lookup. Never fails open.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -27,6 +28,22 @@ struct AuthzDecision {
   // The label of sepal_authz_decisions_total and the access log: allow, deny or audit_deny.
   std::string_view label() const { return audited ? "audit_deny" : allowed ? "allow" : "deny"; }
 };
+
+// Each kind of allow rule on its own, as Authorize applies them (in this order; the first that
+// matches admits the call). `sepal explain` prints them one by one.
+// The first of the peer's tags that `allow.tags` lists, or nullptr.
+const std::string* MatchingTag(const config::AllowRules& allow, const identity::PeerIdentity& peer);
+// False for tagged nodes: their user is the pseudo-user "tagged-devices".
+bool UserRuleMatches(const config::AllowRules& allow, const identity::PeerIdentity& peer);
+// The peer's short name or FQDN if `allow.nodes` lists it, or nullptr.
+const std::string* MatchingNode(const config::AllowRules& allow,
+                                const identity::PeerIdentity& peer);
+// What of the peer's `allow.capability` values covers `path`: the method pattern, or
+// kAllMethods for a value without "methods"; nullopt if none does (or the rule is unset).
+inline constexpr std::string_view kAllMethods = "all methods";
+std::optional<std::string_view> CapabilityRuleMatch(const config::AllowRules& allow,
+                                                    const identity::PeerIdentity& peer,
+                                                    std::string_view path);
 
 // `lookup` is null when no identity provider is configured (routing only).
 AuthzDecision Authorize(const config::RouteConfig& route, const identity::LookupResult* lookup,

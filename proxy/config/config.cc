@@ -1396,7 +1396,9 @@ std::string Summarize(const Config& config) {
     for (const RouteConfig& route : listener.routes) {
       absl::StrAppend(&out, "  ", route.match, " -> ", route.upstream);
       if (!route.allow) {
-        absl::StrAppend(&out, "  allow: any identified peer\n");
+        absl::StrAppend(&out, config.identity.provider == IdentityConfig::Provider::kNone
+                                  ? "  allow: every peer (no identity provider: routing only)\n"
+                                  : "  allow: any identified peer\n");
         continue;
       }
       std::vector<std::string> rules;

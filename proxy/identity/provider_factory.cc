@@ -1,6 +1,9 @@
 // Identity provider selection.
 #include "proxy/identity/provider_factory.h"
 
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+
 #include "proxy/identity/static_provider.h"
 #include "proxy/identity/tailscale_provider.h"
 
@@ -16,6 +19,20 @@ std::unique_ptr<IdentityProvider> MakeIdentityProvider(const config::IdentityCon
       return std::make_unique<TailscaleIdentityProvider>(config.tailscale);
   }
   return nullptr;
+}
+
+LookupResult LookupAndWait(IdentityProvider& provider, const PeerAddress& peer) {
+  boost::asio::io_context io;
+  // The answer is posted from the provider's thread: keep run() waiting for it.
+  auto guard = boost::asio::make_work_guard(io);
+  LookupResult result;
+  provider.Lookup(peer, io.get_executor(), [&](LookupResult r) {
+    result = std::move(r);
+    guard.reset();
+  });
+  io.run();
+  provider.Shutdown();
+  return result;
 }
 
 }  // namespace sepal::identity

@@ -1159,6 +1159,21 @@ upstreams:
               HasSubstr("upstream superlink at unix:/run/flower.sock, connect_timeout 1s500ms\n"));
 }
 
+// Without an identity provider nothing is identified: the summary must not say it is.
+TEST(ConfigSummarizeTest, RoutesWithoutIdentitySayEveryPeer) {
+  absl::StatusOr<Config> config = Parse(R"(
+listeners:
+  - name: fleet
+    address: 127.0.0.1:9092
+    routes: [{match: /flwr.proto.Fleet/, upstream: superlink}]
+upstreams: [{name: superlink, address: "127.0.0.1:9091"}]
+)");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_THAT(Summarize(*config),
+              HasSubstr("  /flwr.proto.Fleet/ -> superlink  allow: every peer (no identity "
+                        "provider: routing only)\n"));
+}
+
 }  // namespace
 }  // namespace sepal::config
 
