@@ -227,15 +227,25 @@ Status Rejected() {
 }
 
 // flwr.proto.Fleet: every method echoes node and payload (or answers RequestedReplyBytes);
-// CreateNode assigns a fresh node id.
+// RegisterNode and CreateNode assign a fresh node id.
 class FleetService final : public flwr::proto::Fleet::Service {
  public:
   explicit FleetService(CallCounters& counters) : counters_(counters) {}
 
+  Status RegisterNode(ServerContext* c, const FleetRequest* q, FleetResponse* r) override {
+    return ReplyWithNewNode("RegisterNode", c, *q, r);
+  }
+  Status ActivateNode(ServerContext* c, const FleetRequest* q, FleetResponse* r) override {
+    return Reply("ActivateNode", c, *q, r);
+  }
+  Status DeactivateNode(ServerContext* c, const FleetRequest* q, FleetResponse* r) override {
+    return Reply("DeactivateNode", c, *q, r);
+  }
+  Status UnregisterNode(ServerContext* c, const FleetRequest* q, FleetResponse* r) override {
+    return Reply("UnregisterNode", c, *q, r);
+  }
   Status CreateNode(ServerContext* c, const FleetRequest* q, FleetResponse* r) override {
-    Status status = Reply("CreateNode", c, *q, r);
-    r->mutable_node()->set_node_id(next_node_id_.fetch_add(1));
-    return status;
+    return ReplyWithNewNode("CreateNode", c, *q, r);
   }
   Status DeleteNode(ServerContext* c, const FleetRequest* q, FleetResponse* r) override {
     return Reply("DeleteNode", c, *q, r);
@@ -288,6 +298,13 @@ class FleetService final : public flwr::proto::Fleet::Service {
     }
     ReportMetadata(*context, response->mutable_seen_metadata());
     return Status::OK;
+  }
+  // RegisterNode (Flower 1.23) and CreateNode (older): the reply names a fresh node id.
+  Status ReplyWithNewNode(std::string_view method, ServerContext* context,
+                          const FleetRequest& request, FleetResponse* response) {
+    Status status = Reply(method, context, request, response);
+    if (status.ok()) response->mutable_node()->set_node_id(next_node_id_.fetch_add(1));
+    return status;
   }
 
   CallCounters& counters_;

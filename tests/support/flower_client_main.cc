@@ -1,5 +1,13 @@
 // sepal-flower-client: makes one Fleet/Control/Exec call the way Flower does and prints one line.
+#include <arpa/inet.h>
+#include <grpcpp/create_channel_posix.h>
 #include <grpcpp/generic/generic_stub.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <grpcpp/grpcpp.h>
 
 #include <array>
@@ -14,6 +22,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -42,6 +51,7 @@ constexpr std::array<std::string_view, 17> kCodeNames = {
 
 struct Options {
   std::string target = "127.0.0.1:19092";
+  std::string bind_ip;  // connect from this local address (another loopback peer)
   std::chrono::milliseconds timeout{5000};
   std::vector<std::pair<std::string, std::string>> metadata;
   std::size_t payload_bytes = 0;
@@ -49,7 +59,9 @@ struct Options {
   uint64_t run_id = 0;
   std::optional<grpc::StatusCode> expect;
   bool show_metadata = false;
-  std::string method;
+  uint32_t repeat = 1;
+  std::chrono::milliseconds interval{0};
+  std::vector<std::string> methods;  // called in this order on one connection
 };
 
 // What one call produced, for the summary line.
@@ -65,23 +77,28 @@ int Usage(std::string_view error) {
     return kExitUsage;
   }
   std::printf(
-      "usage: sepal-flower-client [options] METHOD\n"
-      "  METHOD            full gRPC path, e.g. /flwr.proto.Fleet/CreateNode,\n"
+      "usage: sepal-flower-client [options] METHOD [METHOD...]\n"
+      "  METHOD            full gRPC path, e.g. /flwr.proto.Fleet/RegisterNode,\n"
       "                    /flwr.proto.Control/ListRuns, /flwr.proto.Control/StreamLogs,\n"
       "                    /flwr.proto.Exec/ListRuns; other paths are sent as an opaque\n"
-      "                    message holding the payload bytes\n"
+      "                    message holding the payload bytes. Several METHODs are called\n"
+      "                    in order on one connection, as a SuperNode does\n"
       "  --target ADDR     sepal (or SuperLink) address: HOST:PORT or unix:/path\n"
       "                    (default 127.0.0.1:19092)\n"
+      "  --bind IP         connect from this local IPv4 address, e.g. 127.0.0.2 to be\n"
+      "                    another peer on loopback (TCP targets only)\n"
       "  --timeout D       deadline of the call: 5s, 500ms, 1m (default 5s)\n"
       "  --metadata K=V    request metadata, repeatable (SuperNode auth headers pass as is)\n"
       "  --payload-bytes N request payload size; suffixes KiB and MiB allowed (default 0)\n"
       "  --run-id N        run_id of Control/Exec requests (default 0)\n"
       "  --lines N         StreamLogs: log lines the stand-in SuperLink sends, 50 ms apart\n"
       "                    (default 3)\n"
+      "  --repeat N        call the METHODs N times over (default 1), on the same connection\n"
+      "  --interval D      pause between two rounds of --repeat (default 0)\n"
       "  --show-metadata   also print the metadata the upstream reports it received\n"
-      "  --expect CODE     exit 0 iff the call ends with CODE (name like UNIMPLEMENTED, or\n"
-      "                    number); without it, exit 0 iff the call returned OK\n"
-      "exit status: 0 as above, 1 otherwise, 2 on a usage error\n");
+      "  --expect CODE     exit 0 iff every call ends with CODE (name like UNIMPLEMENTED, or\n"
+      "                    number); without it, exit 0 iff every call returned OK\n"
+      "prints one line per call; exit status: 0 as above, 1 otherwise, 2 on a usage error\n");
   return kExitOk;
 }
 
@@ -167,8 +184,8 @@ bool NormalizeMetadataKey(std::string* key) {
 }
 
 bool IsValueOption(std::string_view arg) {
-  for (std::string_view known : {"--target", "--timeout", "--metadata", "--payload-bytes",
-                                 "--run-id", "--lines", "--expect"}) {
+  for (std::string_view known : {"--target", "--bind", "--timeout", "--metadata", "--payload-bytes",
+                                 "--run-id", "--lines", "--expect", "--repeat", "--interval"}) {
     if (arg == known) return true;
   }
   return false;
@@ -188,8 +205,7 @@ int ParseArgs(int argc, char** argv, Options* options) {
       continue;
     }
     if (!arg.starts_with("--")) {
-      if (!options->method.empty()) return Usage("more than one METHOD given");
-      options->method = std::string(arg);
+      options->methods.emplace_back(arg);
       continue;
     }
     // --name value or --name=value
@@ -207,6 +223,12 @@ int ParseArgs(int argc, char** argv, Options* options) {
     if (arg == "--target") {
       if (value.empty()) return Usage("empty --target");
       options->target = std::string(value);
+    } else if (arg == "--bind") {
+      in_addr parsed{};
+      if (inet_pton(AF_INET, std::string(value).c_str(), &parsed) != 1) {
+        return Usage("--bind wants an IPv4 address, got " + std::string(value));
+      }
+      options->bind_ip = std::string(value);
     } else if (arg == "--timeout") {
       const auto timeout = ParseDuration(value);
       if (!timeout || timeout->count() == 0) return Usage("bad --timeout " + std::string(value));
@@ -227,6 +249,16 @@ int ParseArgs(int argc, char** argv, Options* options) {
       const auto run_id = ParseUnsigned<uint64_t>(value);
       if (!run_id) return Usage("bad --run-id " + std::string(value));
       options->run_id = *run_id;
+    } else if (arg == "--repeat") {
+      const auto repeat = ParseUnsigned<uint32_t>(value);
+      if (!repeat || *repeat == 0 || *repeat > 1'000'000) {
+        return Usage("bad --repeat " + std::string(value));
+      }
+      options->repeat = *repeat;
+    } else if (arg == "--interval") {
+      const auto interval = ParseDuration(value);
+      if (!interval) return Usage("bad --interval " + std::string(value));
+      options->interval = *interval;
     } else if (arg == "--lines") {
       const auto lines = ParseUnsigned<uint32_t>(value);
       if (!lines || *lines > 1'000'000) return Usage("bad --lines " + std::string(value));
@@ -237,11 +269,13 @@ int ParseArgs(int argc, char** argv, Options* options) {
       options->expect = *code;
     }
   }
-  if (options->method.empty()) return Usage("METHOD is required");
-  const std::string_view method = options->method;
-  const auto slash = method.find('/', 1);
-  if (!method.starts_with('/') || slash == std::string_view::npos || slash + 1 == method.size()) {
-    return Usage("METHOD must be a full path like /flwr.proto.Fleet/CreateNode");
+  if (options->methods.empty()) return Usage("METHOD is required");
+  for (const std::string_view method : options->methods) {
+    const auto slash = method.find('/', 1);
+    if (!method.starts_with('/') || slash == std::string_view::npos || slash + 1 == method.size()) {
+      return Usage("METHOD must be a full path like /flwr.proto.Fleet/RegisterNode, got " +
+                   std::string(method));
+    }
   }
   return kExitOk;
 }
@@ -267,6 +301,10 @@ using FleetMethod = grpc::Status (flwr::proto::Fleet::Stub::*)(grpc::ClientConte
 const std::map<std::string_view, FleetMethod>& FleetMethods() {
   using Stub = flwr::proto::Fleet::Stub;
   static const auto* methods = new std::map<std::string_view, FleetMethod>{
+      {"RegisterNode", &Stub::RegisterNode},
+      {"ActivateNode", &Stub::ActivateNode},
+      {"DeactivateNode", &Stub::DeactivateNode},
+      {"UnregisterNode", &Stub::UnregisterNode},
       {"CreateNode", &Stub::CreateNode},
       {"DeleteNode", &Stub::DeleteNode},
       {"SendNodeHeartbeat", &Stub::SendNodeHeartbeat},
@@ -354,15 +392,15 @@ std::optional<Outcome> CallControl(std::string_view name,
 }
 
 // Any other path: the payload bytes go as the whole message, the reply is counted, not parsed.
-Outcome CallGeneric(const std::shared_ptr<grpc::Channel>& channel, grpc::ClientContext* context,
-                    const Options& options) {
+Outcome CallGeneric(const std::string& method, const std::shared_ptr<grpc::Channel>& channel,
+                    grpc::ClientContext* context, const Options& options) {
   grpc::GenericStub stub(channel);
   grpc::CompletionQueue queue;
   grpc::Slice slice(sepal::test::FakeSuperLink::MakePayload(options.payload_bytes));
   grpc::ByteBuffer request(&slice, 1);
   grpc::ByteBuffer response;
   Outcome outcome;
-  auto call = stub.PrepareUnaryCall(context, options.method, request, &queue);
+  auto call = stub.PrepareUnaryCall(context, method, request, &queue);
   call->StartCall();
   int finished_tag = 0;
   call->Finish(&response, &outcome.status, &finished_tag);
@@ -379,16 +417,49 @@ Outcome CallGeneric(const std::shared_ptr<grpc::Channel>& channel, grpc::ClientC
   return outcome;
 }
 
-Outcome Call(const Options& options, grpc::ClientContext* context) {
+// A TCP connection to `target` (IPv4 HOST:PORT) from `bind_ip`, for a channel made from it.
+int ConnectFrom(const std::string& bind_ip, const std::string& target, std::string* error) {
+  const auto colon = target.rfind(':');
+  sockaddr_in local{}, remote{};
+  local.sin_family = remote.sin_family = AF_INET;
+  const auto port = colon == std::string::npos
+                        ? std::nullopt
+                        : ParseUnsigned<uint16_t>(std::string_view(target).substr(colon + 1));
+  if (!port || inet_pton(AF_INET, target.substr(0, colon).c_str(), &remote.sin_addr) != 1) {
+    *error = "--bind needs an IPv4 HOST:PORT target, got " + target;
+    return -1;
+  }
+  remote.sin_port = htons(*port);
+  inet_pton(AF_INET, bind_ip.c_str(), &local.sin_addr);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof(local)) != 0 ||
+      connect(fd, reinterpret_cast<sockaddr*>(&remote), sizeof(remote)) != 0) {
+    *error = "connect from " + bind_ip + " to " + target + ": " + std::strerror(errno);
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// The channel every call goes on: one HTTP/2 connection, from --bind's address if given.
+// Null (with `error` set) if --bind's connection failed.
+std::shared_ptr<grpc::Channel> MakeChannel(const Options& options, std::string* error) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(sepal::test::FakeSuperLink::kMaxMessageBytes);
   args.SetMaxSendMessageSize(sepal::test::FakeSuperLink::kMaxMessageBytes);
   // Show what the server said; a transparent retry would hide REFUSED_STREAM and GOAWAY.
   args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
-  auto channel =
-      grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args);
+  if (options.bind_ip.empty()) {
+    return grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args);
+  }
+  int fd = ConnectFrom(options.bind_ip, options.target, error);
+  if (fd < 0) return nullptr;
+  return grpc::CreateCustomInsecureChannelFromFd(options.target, fd, args);
+}
 
-  const std::string_view path = options.method;
+Outcome Call(const std::string& method, const std::shared_ptr<grpc::Channel>& channel,
+             const Options& options, grpc::ClientContext* context) {
+  const std::string_view path = method;
   const auto slash = path.find('/', 1);
   const std::string_view service = path.substr(1, slash - 1);
   const std::string_view name = path.substr(slash + 1);
@@ -404,7 +475,7 @@ Outcome Call(const Options& options, grpc::ClientContext* context) {
       return std::move(*outcome);
     }
   }
-  return CallGeneric(channel, context, options);
+  return CallGeneric(method, channel, context, options);
 }
 
 std::string FormatMilliseconds(Clock::duration elapsed) {
@@ -414,24 +485,19 @@ std::string FormatMilliseconds(Clock::duration elapsed) {
   return text.data();
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  Options options;
-  if (const int parsed = ParseArgs(argc, argv, &options); parsed != kExitOk) {
-    return parsed < 0 ? kExitOk : parsed;
-  }
-
+// Makes one call on `channel` and prints its line; true if it ended as expected.
+bool CallAndReport(const std::string& method, const std::shared_ptr<grpc::Channel>& channel,
+                   const Options& options) {
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + options.timeout);
   for (const auto& [key, value] : options.metadata) context.AddMetadata(key, value);
 
   const auto start = Clock::now();
-  Outcome outcome = Call(options, &context);
+  Outcome outcome = Call(method, channel, options, &context);
   outcome.details.push_back(FormatMilliseconds(Clock::now() - start));
 
   const grpc::StatusCode code = outcome.status.error_code();
-  std::string line = options.method + " -> " + std::string(CodeName(code));
+  std::string line = method + " -> " + std::string(CodeName(code));
   if (!outcome.status.error_message().empty()) line += ": " + outcome.status.error_message();
   line += " (";
   for (std::size_t i = 0; i < outcome.details.size(); ++i) {
@@ -447,5 +513,31 @@ int main(int argc, char** argv) {
     for (const auto& entry : outcome.seen_metadata)
       std::printf("  upstream saw %s\n", entry.c_str());
   }
-  return code == wanted ? kExitOk : kExitFailed;
+  std::fflush(stdout);
+  return code == wanted;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options options;
+  if (const int parsed = ParseArgs(argc, argv, &options); parsed != kExitOk) {
+    return parsed < 0 ? kExitOk : parsed;
+  }
+  std::string error;
+  const auto channel = MakeChannel(options, &error);
+  bool all_as_expected = true;
+  for (uint32_t round = 0; round < options.repeat; ++round) {
+    if (round > 0) std::this_thread::sleep_for(options.interval);
+    for (const std::string& method : options.methods) {
+      if (channel == nullptr) {
+        const grpc::StatusCode wanted = options.expect.value_or(grpc::StatusCode::OK);
+        std::printf("%s -> UNAVAILABLE: %s%s\n", method.c_str(), error.c_str(),
+                    wanted == grpc::StatusCode::UNAVAILABLE ? " [as expected]" : "");
+        return wanted == grpc::StatusCode::UNAVAILABLE ? kExitOk : kExitFailed;
+      }
+      all_as_expected = CallAndReport(method, channel, options) && all_as_expected;
+    }
+  }
+  return all_as_expected ? kExitOk : kExitFailed;
 }
