@@ -12,6 +12,7 @@ pkgs=(
   iproute2 procps curl nghttp2-client prometheus openssl jq python3 python3-yaml
   clang-14 libclang-rt-14-dev libfuzzer-14-dev
   dpkg-dev fakeroot file systemd
+  chromium fonts-dejavu-core
 )
 if [[ "${1:-}" == "--bench" ]]; then
   pkgs+=(nginx haproxy nghttp2-proxy linux-perf)

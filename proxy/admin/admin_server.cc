@@ -34,10 +34,12 @@ using boost::system::error_code;
 using Request = http::request<http::empty_body>;
 using Response = http::response<http::string_body>;
 
-constexpr std::string_view kEndpoints = "endpoints: /metrics /healthz /ready /config\n";
+constexpr std::string_view kEndpoints =
+    "endpoints: / (status page) /metrics /healthz /ready /config /peers\n";
 constexpr std::string_view kMetricsContentType = "text/plain; version=0.0.4; charset=utf-8";
 constexpr std::string_view kTextContentType = "text/plain; charset=utf-8";
 constexpr std::string_view kJsonContentType = "application/json";
+constexpr std::string_view kHtmlContentType = "text/html; charset=utf-8";
 // After a final response on a connection we close, how long to keep reading (and discarding)
 // what the client still sends: closing with unread input makes the kernel send RST, which can
 // destroy the response (a 431, say) before the client has read it.
@@ -411,6 +413,29 @@ Response AdminServer::Impl::Dispatch(std::string_view path, const Request& reque
   }
   if (path == "/ready") return Ready(request);
   if (path == "/config") return Config(request);
+  if (path == "/peers") {
+    if (!handlers_.peers) {
+      return MakeResponse(http::status::service_unavailable, kTextContentType,
+                          "peers not available\n", request.version(), request.keep_alive());
+    }
+    return MakeResponse(http::status::ok, kJsonContentType,
+                        PeersToJson(handlers_.peers(), std::chrono::system_clock::now()),
+                        request.version(), request.keep_alive());
+  }
+  if (path == "/" || path == "/status") {
+    if (!handlers_.status) {
+      return MakeResponse(http::status::service_unavailable, kTextContentType,
+                          "status page not available\n", request.version(), request.keep_alive());
+    }
+    Response response = MakeResponse(http::status::ok, kHtmlContentType,
+                                     StatusPageHtml(handlers_.status()), request.version(),
+                                     request.keep_alive());
+    // A page of peer names and addresses: no caching, no framing by other sites.
+    response.set(http::field::cache_control, "no-store");
+    response.set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'");
+    response.set("X-Frame-Options", "DENY");
+    return response;
+  }
   return MakeResponse(http::status::not_found, kTextContentType, StrCat("not found\n", kEndpoints),
                       request.version(), request.keep_alive());
 }

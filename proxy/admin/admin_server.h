@@ -1,4 +1,5 @@
-// Admin HTTP/1.1 server (/metrics /healthz /ready /config) on a thread of its own.
+// Admin HTTP/1.1 server (/metrics /healthz /ready /config /peers, the status page at /) on a
+// thread of its own.
 #pragma once
 
 #include <chrono>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "proxy/admin/status.h"
 #include "proxy/config/config.h"
 
 namespace sepal::admin {
@@ -51,6 +53,8 @@ class AdminServer {
     std::function<std::string()> metrics;  // Prometheus text exposition
     std::function<Readiness()> ready;
     std::function<ConfigInfo()> config;
+    std::function<std::vector<PeerEntry>()> peers;  // /peers
+    std::function<StatusInfo()> status;             // the page at /
   };
 
   AdminServer(config::SocketAddress address, Handlers handlers, AdminLimits limits = {});

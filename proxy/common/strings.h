@@ -46,4 +46,9 @@ std::string StrCat(const Args&... args) {
   return out;
 }
 
+template <typename... Args>
+void StrAppend(std::string* out, const Args&... args) {
+  (strings_internal::AppendPiece(*out, args), ...);
+}
+
 }  // namespace sepal

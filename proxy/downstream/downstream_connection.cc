@@ -369,6 +369,8 @@ void DownstreamConnection::TakePeerSlot() {
   peer_entry_ = routes_->peers->Get(limits::PeerKey(who, peer_address_));
   if (peer_entry_->TryOpenConnection(peer_caps_->connections)) {
     holds_connection_slot_ = true;
+    peer_entry_->activity().ConnectionOpened(this, peer_, lookup(),
+                                             std::chrono::system_clock::now());
     return;
   }
   over_connection_cap_ = true;
@@ -520,15 +522,17 @@ void DownstreamConnection::OnClose(std::string_view reason) {
   if (proxy_header_timer_) proxy_header_timer_->cancel();
   LogDebug("listener ", listener_.name(), ": connection from ", peer_, " closed: ", reason,
            " (", streams_.size(), " streams open)");
-  if (holds_connection_slot_) {
-    holds_connection_slot_ = false;
-    peer_entry_->CloseConnection();
-  }
-  // Streams reset their upstream halves as they go.
+  // Streams reset their upstream halves as they go (and record themselves in the peer's
+  // activity, so the slot is given back after them).
   for (auto& [id, stream] : streams_) {
     if (session_ != nullptr) nghttp2_session_set_stream_user_data(session_, id, nullptr);
   }
   streams_.clear();
+  if (holds_connection_slot_) {
+    holds_connection_slot_ = false;
+    peer_entry_->activity().ConnectionClosed(this);
+    peer_entry_->CloseConnection();
+  }
   worker_.Unregister(this);
   listener_.ConnectionClosed();
 }

@@ -61,6 +61,9 @@ class DownstreamConnection final : public Http2Connection {
   // sepal_limit_rejections_total) and the grpc-message in *message.
   std::string_view AdmitCall(std::chrono::steady_clock::time_point now,
                              std::shared_ptr<limits::Peer>* slot, std::string* message);
+  // The peer this connection counts against (null until its identity is known, and on a
+  // listener without a peer table): its finished calls go into its activity (/peers).
+  limits::Peer* peer_entry() const { return holds_connection_slot_ ? peer_entry_.get() : nullptr; }
   // Counts a glitch (limits::glitch); a connection out of glitch tokens gets GOAWAY
   // ENHANCE_YOUR_CALM and closes.
   void Glitch(std::string_view kind);

@@ -34,6 +34,22 @@ size_t PeerTable::size() const {
   return peers_.size();
 }
 
+std::vector<std::shared_ptr<Peer>> PeerTable::Connected() const {
+  std::vector<std::shared_ptr<Peer>> connected;
+  std::lock_guard lock(mutex_);
+  for (const auto& [key, entry] : peers_) {
+    if (entry.peer->connections() > 0) connected.push_back(entry.peer);
+  }
+  return connected;
+}
+
+size_t PeerTable::ConnectedCount() const {
+  std::lock_guard lock(mutex_);
+  return static_cast<size_t>(std::count_if(peers_.begin(), peers_.end(), [](const auto& item) {
+    return item.second.peer->connections() > 0;
+  }));
+}
+
 void PeerTable::SweepLocked(TokenBucket::Clock::time_point now) {
   last_sweep_ = now;
   // Only entries nobody holds (no open connection) and unused for a while go.

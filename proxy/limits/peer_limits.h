@@ -14,10 +14,12 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "proxy/config/config.h"
 #include "proxy/identity/identity.h"
 #include "proxy/limits/token_bucket.h"
+#include "proxy/peers/peer_activity.h"
 
 namespace sepal::limits {
 
@@ -55,6 +57,11 @@ class Peer {
   uint32_t connections() const { return connections_.load(std::memory_order_relaxed); }
   uint32_t calls() const { return calls_.load(std::memory_order_relaxed); }
 
+  // What it did (for /peers): its connections record their opening and closing here, and
+  // its calls their end.
+  peers::PeerActivity& activity() { return activity_; }
+  const peers::PeerActivity& activity() const { return activity_; }
+
  private:
   static bool TryIncrement(std::atomic<uint32_t>& counter, uint32_t cap);
 
@@ -63,6 +70,7 @@ class Peer {
   std::atomic<uint32_t> calls_{0};
   std::mutex bucket_mutex_;
   TokenBucket bucket_;
+  peers::PeerActivity activity_;
 };
 
 // The peers of one listener (thread-safe). Entries outlive their last connection for a
@@ -71,6 +79,9 @@ class PeerTable {
  public:
   std::shared_ptr<Peer> Get(const std::string& key);
   size_t size() const;
+  // The peers with at least one open connection (sepal_peers_connected, /peers).
+  std::vector<std::shared_ptr<Peer>> Connected() const;
+  size_t ConnectedCount() const;
 
   static constexpr std::chrono::seconds kIdleExpiry{60};
 

@@ -15,6 +15,7 @@
 #include "proxy/admin/admin_server.h"
 #include "proxy/metrics/metrics.h"
 
+#include "proxy/common/build_info.h"
 #include "proxy/common/log.h"
 #include "proxy/identity/provider_factory.h"
 #include "proxy/common/strings.h"
@@ -138,17 +139,28 @@ absl::Status Server::Start() {
   if (access_log_) LogInfo("access log to ", access_log_->description());
   for (auto& worker : workers_) worker->Start();
   started_ = true;
+  started_at_ = std::chrono::system_clock::now();
   tailscale_certificates_->Configure(*config_);
   stats::GetFamilies().config_last_reload_success->WithLabels({}).Set(
       std::chrono::duration<double>(loaded_at_.time_since_epoch()).count());
   if (config_->admin.address) {
     admin::AdminServer::Handlers handlers;
-    handlers.metrics = [] { return metrics::DefaultRegistry().Serialize(); };
+    handlers.metrics = [this] {
+      // Computed at scrape time: a peer counts while it has a connection open.
+      config::ConfigSnapshot current = config();
+      for (const config::ListenerConfig& listener : current->listeners) {
+        stats::GetFamilies().peers_connected->WithLabels({listener.name}).Set(
+            static_cast<double>(limits_->PeerTableFor(listener.name)->ConnectedCount()));
+      }
+      return metrics::DefaultRegistry().Serialize();
+    };
     handlers.ready = [this] { return CheckReadiness(); };
     handlers.config = [this] {
       std::lock_guard lock(mutex_);
       return admin::ConfigInfo{config_, generation_, loaded_at_};
     };
+    handlers.peers = [this] { return ConnectedPeers(); };
+    handlers.status = [this] { return StatusPageInfo(); };
     admin_ = std::make_unique<admin::AdminServer>(*config_->admin.address, std::move(handlers));
     if (absl::Status status = admin_->Start(); !status.ok()) return status;
   }
@@ -309,6 +321,76 @@ admin::Readiness Server::CheckReadiness() const {
     problem("tls " + listener, "no certificate: " + why);
   }
   return readiness;
+}
+
+std::vector<admin::PeerEntry> Server::ConnectedPeers() const {
+  std::vector<admin::PeerEntry> out;
+  config::ConfigSnapshot current = config();
+  for (const config::ListenerConfig& listener : current->listeners) {
+    for (const std::shared_ptr<limits::Peer>& peer :
+         limits_->PeerTableFor(listener.name)->Connected()) {
+      admin::PeerEntry entry;
+      entry.listener = listener.name;
+      entry.key = peer->key();
+      entry.calls_in_flight = peer->calls();
+      entry.activity = peer->activity().Snapshot();
+      // Closed between the table's look and the snapshot: not connected any more.
+      if (entry.activity.connection_count == 0) continue;
+      out.push_back(std::move(entry));
+    }
+  }
+  return out;
+}
+
+admin::StatusInfo Server::StatusPageInfo() const {
+  admin::StatusInfo info;
+  info.now = std::chrono::system_clock::now();
+  info.version = StrCat(BuildVersion(), " (commit ", BuildCommit(), ")");
+  info.started_at = started_at_;
+  config::ConfigSnapshot current;
+  {
+    std::lock_guard lock(mutex_);
+    current = config_;
+    info.generation = generation_;
+    info.loaded_at = loaded_at_;
+  }
+  info.config_path = current->source_path;
+  admin::Readiness readiness = CheckReadiness();
+  info.ready = readiness.ready;
+  static constexpr const char* kProxyProtocolNames[] = {"none", "v1", "v2", "any"};
+  for (const config::ListenerConfig& listener : current->listeners) {
+    admin::ListenerStatus status;
+    status.name = listener.name;
+    status.address = listener.address.text;
+    status.bound_port = BoundPort(listener.name);
+    status.tls = !listener.tls ? "none"
+                 : listener.tls->source == config::ListenerTlsConfig::Source::kTailscale
+                     ? "tailscale"
+                 : listener.tls->client_ca.empty() ? "files"
+                                                   : "files+client-certs";
+    status.proxy_protocol = kProxyProtocolNames[static_cast<int>(listener.proxy_protocol)];
+    status.routes = listener.routes.size();
+    info.listeners.push_back(std::move(status));
+  }
+  for (const config::UpstreamConfig& upstream : current->upstreams) {
+    admin::UpstreamStatus status{upstream.name, upstream.address.text, ""};
+    for (const auto& [component, problem] : readiness.problems) {
+      if (component == "upstream " + upstream.name) status.problem = problem;
+    }
+    info.upstreams.push_back(std::move(status));
+  }
+  for (const auto& [component, problem] : readiness.problems) {
+    if (!component.starts_with("upstream ")) info.problems.push_back(component + ": " + problem);
+  }
+  for (const tls::ServerContextStore::CertificateInfo& certificate :
+       tls_contexts_->Certificates()) {
+    info.certificates.push_back({certificate.listener,
+                                 certificate.from_tailscale ? "tailscale" : "files",
+                                 certificate.installed, certificate.subject,
+                                 certificate.not_after, certificate.expired});
+  }
+  info.peers = ConnectedPeers();
+  return info;
 }
 
 uint16_t Server::BoundPort(const std::string& listener_name) const {

@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "proxy/admin/status.h"
 #include "proxy/config/config.h"
 #include "proxy/identity/identity.h"
 #include "proxy/limits/limits_registry.h"
@@ -77,6 +78,10 @@ class Server {
   uint16_t admin_port() const;
   // What /ready reports: listeners bound, upstreams and identity provider reachable.
   admin::Readiness CheckReadiness() const;
+  // The peers with a connection open now, on every listener of the config in force (/peers).
+  std::vector<admin::PeerEntry> ConnectedPeers() const;
+  // Everything the admin status page shows.
+  admin::StatusInfo StatusPageInfo() const;
 
  private:
   // Opens sockets for the listeners of `next` that `current` (may be null) does not already
@@ -92,6 +97,7 @@ class Server {
   uint64_t generation_ = 1;
   std::chrono::system_clock::time_point loaded_at_ = std::chrono::system_clock::now();
   std::map<std::string, uint16_t> bound_ports_;
+  std::chrono::system_clock::time_point started_at_{};
 
   std::shared_ptr<identity::IdentityProvider> identity_;
   std::shared_ptr<filters::AccessLog> access_log_;

@@ -58,6 +58,15 @@ const Families& GetFamilies() {
         "client_closed, "
         "no_certificate, other).",
         {"listener", "reason"});
+    f.tls_listener_certificate_expiry = &r.AddGauge(
+        "sepal_tls_listener_certificate_expiry_timestamp_seconds",
+        "notAfter of the certificate each TLS listener serves (files or tailscaled), Unix "
+        "seconds; NaN once the listener is gone.",
+        {"listener"});
+    f.peers_connected = &r.AddGauge(
+        "sepal_peers_connected",
+        "Peers (tailnet nodes, or addresses without identity) with a connection open now.",
+        {"listener"});
     f.tls_certificate_reloads = &r.AddCounter(
         "sepal_tls_certificate_reloads_total",
         "Listener certificate loads after start (every reload, or a pair from tailscaled), by "

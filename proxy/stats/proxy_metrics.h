@@ -27,6 +27,8 @@ struct Families {
   metrics::CounterFamily* limit_rejections;   // listener, limit
   metrics::CounterFamily* tls_handshake_errors;  // listener, reason
   metrics::CounterFamily* tls_certificate_reloads;  // listener, result
+  metrics::GaugeFamily* tls_listener_certificate_expiry;  // listener
+  metrics::GaugeFamily* peers_connected;      // listener
   metrics::CounterFamily* authz_decisions;    // listener, decision, reason
   metrics::CounterFamily* identity_lookups;   // result
   metrics::HistogramFamily* identity_lookup_duration;

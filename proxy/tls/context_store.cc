@@ -1,6 +1,7 @@
 // ServerContextStore: per-listener TLS contexts, reloaded on SIGHUP or from tailscaled.
 #include "proxy/tls/context_store.h"
 
+#include <limits>
 #include <set>
 #include <vector>
 
@@ -29,6 +30,33 @@ void ServerContextStore::CountReload(const std::string& listener, bool success) 
   stats::GetFamilies()
       .tls_certificate_reloads->WithLabels({listener, success ? "success" : "failure"})
       .Increment(metrics::kSharedShard);
+}
+
+void ServerContextStore::Install(const std::string& listener, ServerContextSlot& slot,
+                                 std::shared_ptr<const ServerContext> context) {
+  if (context) {
+    stats::GetFamilies().tls_listener_certificate_expiry->WithLabels({listener}).Set(
+        std::chrono::duration<double>(context->not_after.time_since_epoch()).count());
+  }
+  slot.Replace(std::move(context));
+}
+
+std::vector<ServerContextStore::CertificateInfo> ServerContextStore::Certificates() const {
+  std::vector<CertificateInfo> out;
+  std::lock_guard lock(mutex_);
+  for (const auto& [listener, slot] : slots_) {
+    CertificateInfo info;
+    info.listener = listener;
+    info.from_tailscale = slot->settings.source == Source::kTailscale;
+    if (std::shared_ptr<const ServerContext> current = slot->Current()) {
+      info.installed = true;
+      info.subject = current->certificate_subject;
+      info.not_after = current->not_after;
+      info.expired = current->expired;
+    }
+    out.push_back(std::move(info));
+  }
+  return out;
 }
 
 absl::StatusOr<ServerContextStore::Built> ServerContextStore::Build(
@@ -104,7 +132,7 @@ absl::Status ServerContextStore::Reload(const config::Config& config) {
       LogInfo("listener ", built.listener,
               ": TLS certificate from tailscaled; handshakes wait for the first one");
     }
-    slot->Replace(std::move(built.context));
+    Install(built.listener, *slot, std::move(built.context));
   }
   for (const auto& [listener, why] : kept) {
     LogError("listener ", listener, ": TLS certificate reload failed, keeping the current one: ",
@@ -117,7 +145,13 @@ absl::Status ServerContextStore::Reload(const config::Config& config) {
   for (const config::ListenerConfig& listener : config.listeners) {
     if (listener.tls) tls_listeners.insert(listener.name);
   }
-  std::erase_if(slots_, [&](const auto& entry) { return !tls_listeners.count(entry.first); });
+  std::erase_if(slots_, [&](const auto& entry) {
+    if (tls_listeners.count(entry.first)) return false;
+    // Series are never removed: NaN says "not served any more" (and keeps alerts quiet).
+    stats::GetFamilies().tls_listener_certificate_expiry->WithLabels({entry.first}).Set(
+        std::numeric_limits<double>::quiet_NaN());
+    return true;
+  });
   return absl::OkStatus();
 }
 
@@ -143,7 +177,7 @@ absl::Status ServerContextStore::UpdatePair(const std::string& listener,
   WarnIfExpired(listener, **context);
   CountReload(listener, true);
   slot.fetched_pem.emplace(std::string(certificate_chain_pem), std::string(private_key_pem));
-  slot.Replace(*std::move(context));
+  Install(listener, slot, *std::move(context));
   return absl::OkStatus();
 }
 

@@ -12,12 +12,14 @@
 // arrives, handshakes on that listener are refused (reason "no_certificate").
 #pragma once
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "proxy/config/config.h"
@@ -70,6 +72,18 @@ class ServerContextStore {
   // The slot of a TLS listener (created on first use); stable across reloads.
   std::shared_ptr<ServerContextSlot> Slot(const std::string& listener);
 
+  // The certificate each TLS listener serves now (the status page). A tailscale listener
+  // still waiting for its first certificate has `installed` false.
+  struct CertificateInfo {
+    std::string listener;
+    bool from_tailscale = false;
+    bool installed = false;
+    std::string subject;  // ServerContext::certificate_subject
+    std::chrono::system_clock::time_point not_after{};
+    bool expired = false;
+  };
+  std::vector<CertificateInfo> Certificates() const;
+
  private:
   struct Built {
     std::string listener;
@@ -83,7 +97,12 @@ class ServerContextStore {
   std::shared_ptr<ServerContextSlot>& SlotLocked(const std::string& listener);
   static void CountReload(const std::string& listener, bool success);
 
-  std::mutex mutex_;
+  // Replaces the slot's context and publishes its notAfter
+  // (sepal_tls_listener_certificate_expiry_timestamp_seconds{listener}).
+  static void Install(const std::string& listener, ServerContextSlot& slot,
+                      std::shared_ptr<const ServerContext> context);
+
+  mutable std::mutex mutex_;
   std::map<std::string, std::shared_ptr<ServerContextSlot>> slots_;
 };
 

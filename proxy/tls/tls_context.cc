@@ -1,6 +1,8 @@
 // TLS context construction (OpenSSL 3 via Asio SSL) and handshake error naming.
 #include "proxy/tls/tls_context.h"
 
+#include <ctime>
+
 #include <openssl/err.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -137,6 +139,13 @@ bool LeafExpired(SSL_CTX* ctx) {
                              X509_cmp_current_time(X509_get0_notBefore(leaf)) > 0);
 }
 
+std::chrono::system_clock::time_point LeafNotAfter(SSL_CTX* ctx) {
+  X509* leaf = SSL_CTX_get0_certificate(ctx);
+  std::tm tm{};
+  if (leaf == nullptr || ASN1_TIME_to_tm(X509_get0_notAfter(leaf), &tm) != 1) return {};
+  return std::chrono::system_clock::from_time_t(timegm(&tm));
+}
+
 // Client-certificate policy and ALPN for a listener context whose pair is loaded.
 absl::StatusOr<std::shared_ptr<const ServerContext>> FinishServerContext(
     std::shared_ptr<ssl::context> context, const config::ListenerTlsConfig& config,
@@ -167,6 +176,7 @@ absl::StatusOr<std::shared_ptr<const ServerContext>> FinishServerContext(
   result->context = std::move(context);
   result->certificate_subject = LeafDescription(ctx);
   result->expired = LeafExpired(ctx);
+  result->not_after = LeafNotAfter(ctx);
   return std::shared_ptr<const ServerContext>(std::move(result));
 }
 

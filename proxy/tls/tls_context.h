@@ -9,6 +9,7 @@
 #include <openssl/ssl.h>
 
 #include <boost/asio/ssl/context.hpp>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -26,6 +27,8 @@ struct ServerContext {
   // Of the leaf, for logs: "/CN=node.example.ts.net, serial 0A1B..., expires Dec  5 ...".
   std::string certificate_subject;
   bool expired = false;  // outside its validity period now (clients will refuse it)
+  // The leaf's notAfter (epoch when it cannot be read).
+  std::chrono::system_clock::time_point not_after{};
 };
 
 // From the listener's PEM files. Errors name the file and OpenSSL's reason (unreadable,

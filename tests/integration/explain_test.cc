@@ -72,11 +72,7 @@ class ExplainTest : public ProxyTest {
 
   // The grpc-status a client at `ip` gets for `method` through the running sepal.
   int CallFrom(const std::string& ip, const std::string& method) {
-    H2TestClient::Options options;
-    options.bind_ip = ip;
-    std::string error;
-    auto client = H2TestClient::Connect(SepalAddress(), options, &error);
-    EXPECT_NE(client, nullptr) << error;
+    auto client = ConnectFrom(ip);
     if (client == nullptr) return -1;
     int32_t id = client->SubmitRequest(H2TestClient::GrpcRequestHeaders(method));
     EXPECT_GT(id, 0);

@@ -55,19 +55,6 @@ std::string EchoBody(const std::string& payload, uint32_t sleep_ms = 0) {
 
 class LimitsTest : public ProxyTest {
  protected:
-  std::unique_ptr<H2TestClient> ConnectFrom(const std::string& ip, bool ignore_limit = false) {
-    H2TestClient::Options options;
-    options.bind_ip = ip;
-    options.ignore_server_stream_limit = ignore_limit;
-    std::string error;
-    auto client = H2TestClient::Connect(SepalAddress(), options, &error);
-    EXPECT_NE(client, nullptr) << error;
-    if (client) {
-      EXPECT_TRUE(client->WaitForSettings());
-    }
-    return client;
-  }
-
   // Opens a whole unary call (headers, one message, END_STREAM); returns the stream id.
   static int32_t StartUnary(H2TestClient& client, const std::string& body) {
     int32_t id = client.SubmitRequest(H2TestClient::GrpcRequestHeaders(kUnary));

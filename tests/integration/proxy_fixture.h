@@ -14,6 +14,7 @@
 #include "tests/proto/echo.grpc.pb.h"
 #include "tests/proto/fleet.grpc.pb.h"
 #include "tests/support/fake_superlink.h"
+#include "tests/support/h2_test_client.h"
 
 namespace sepal::test {
 
@@ -94,6 +95,22 @@ class ProxyTest : public ::testing::Test {
     args.SetInt("sepal.test.channel_id", channel_id);
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     return grpc::CreateCustomChannel(SepalAddress(), grpc::InsecureChannelCredentials(), args);
+  }
+
+  // A raw HTTP/2 client connected to sepal from `ip` (another loopback peer), past the
+  // server's SETTINGS. Null, with a test failure, if it cannot connect.
+  std::unique_ptr<H2TestClient> ConnectFrom(const std::string& ip,
+                                            bool ignore_server_stream_limit = false) const {
+    H2TestClient::Options options;
+    options.bind_ip = ip;
+    options.ignore_server_stream_limit = ignore_server_stream_limit;
+    std::string error;
+    auto client = H2TestClient::Connect(SepalAddress(), options, &error);
+    EXPECT_NE(client, nullptr) << error;
+    if (client) {
+      EXPECT_TRUE(client->WaitForSettings());
+    }
+    return client;
   }
 
   static std::chrono::system_clock::time_point In(std::chrono::milliseconds d) {
