@@ -276,7 +276,12 @@ check "the SuperLink saw the node sepal vouches for" output_has "upstream saw ta
 check "the SuperLink saw its real tag" output_has "upstream saw tailscale-node-tags=tag:supernode"
 check "the spoofed tag never arrived" output_lacks "tag:admin"
 
-section "(b) the SuperNode tries the operators' Control API"
+section "(b) a method without a route"
+explain "No route matches flwr.proto.Exec, so sepal answers UNIMPLEMENTED itself. Expected failure:"
+check "Exec ListRuns is UNIMPLEMENTED" from "$supernode" --expect UNIMPLEMENTED /flwr.proto.Exec/ListRuns
+check "the answer names the method" output_has "no route for /flwr.proto.Exec/ListRuns"
+
+section "(c) the SuperNode tries the operators' Control API"
 explain "'flwr ls' uses Control.ListRuns; only alice@example.com may call Control, so sepal" \
   "refuses the SuperNode itself and the SuperLink never sees the call. Expected failure:"
 check "Control ListRuns from supernode-a is PERMISSION_DENIED" \
@@ -289,11 +294,11 @@ run explain --config "$config" "$supernode" /flwr.proto.Control/ListRuns || rc=$
 check "sepal explain says refused (exit 1)" test "$rc" -eq 1
 check "sepal explain gives the status the client got" output_has "PERMISSION_DENIED"
 
-section "(c) the operator"
+section "(d) the operator"
 explain "alice-laptop lists the runs, as 'flwr ls' does:"
 check "Control ListRuns from alice@example.com is OK" from "$alice" --run-id 7 /flwr.proto.Control/ListRuns
 
-section "(d) a stranger"
+section "(e) a stranger"
 explain "$stranger is not in the tailnet (tailscaled's WhoIs answers 404): every call is" \
   "UNAUTHENTICATED. 'sepal whois' is the first thing to run when a node is refused. Expected" \
   "failure:"
@@ -304,11 +309,6 @@ run whois "$stranger" --config "$config" || rc=$?
 check "sepal whois says not a tailnet peer (exit 1)" test "$rc" -eq 1
 check "sepal whois identifies supernode-a" run whois "$supernode" --config "$config"
 check "whois shows its tag" output_has "tag:supernode"
-
-section "(e) a method without a route"
-explain "No route matches flwr.proto.Exec, so sepal answers UNIMPLEMENTED itself. Expected failure:"
-check "Exec ListRuns is UNIMPLEMENTED" from "$supernode" --expect UNIMPLEMENTED /flwr.proto.Exec/ListRuns
-check "the answer names the method" output_has "no route for /flwr.proto.Exec/ListRuns"
 
 section "(f) who is connected: /peers"
 explain "supernode-a keeps polling (PullMessages and heartbeats every 100 ms) and alice follows" \
@@ -334,8 +334,8 @@ out="$(admin_get /peers | jq -c "$filter")" || true
 indent <<<"$out"
 check "/peers lists supernode-a with its refused Control call" \
   output_has '"peer":"supernode-a","tags":["tag:supernode"]'
-check "/peers shows supernode-a's last error, the call without a route" \
-  output_has '"errors":2,"last_error":"/flwr.proto.Exec/ListRuns UNIMPLEMENTED"'
+check "/peers shows supernode-a's last error, the refused Control call" \
+  output_has '"last_error":"/flwr.proto.Control/ListRuns PERMISSION_DENIED"'
 check "/peers lists alice-laptop, with her StreamLogs in flight" \
   output_has '"peer":"alice-laptop","tags":[],"user":"alice@example.com","connections":1,"calls_in_flight":1'
 say "   \$ curl -s http://127.0.0.1:$admin_port/ | grep -o '<h2>[^<]*</h2>'"

@@ -360,8 +360,25 @@ void DownstreamConnection::CountProtocolError(std::string_view kind) {
   listener_.stats().ProtocolError(kind);
 }
 
+void DownstreamConnection::RecordCall(std::string_view path, int grpc_status,
+                                      uint64_t request_bytes, uint64_t response_bytes,
+                                      std::string_view reason) {
+  path = path.substr(0, kMaxRecordedPath);
+  auto now = std::chrono::system_clock::now();
+  if (holds_connection_slot_) {
+    peer_entry_->activity().CallFinished(path, grpc_status, request_bytes, response_bytes,
+                                         reason, now);
+  } else if (identity_pending() && calls_before_identity_.size() < kMaxCallsBeforeIdentity) {
+    calls_before_identity_.push_back({std::string(path), grpc_status, request_bytes,
+                                      response_bytes, std::string(reason), now});
+  }
+}
+
 void DownstreamConnection::TakePeerSlot() {
-  if (!routes_->peers) return;
+  if (!routes_->peers) {
+    calls_before_identity_.clear();
+    return;
+  }
   const identity::PeerIdentity* who =
       identity_state_ == IdentityState::kReady && lookup_.identity ? lookup_.identity.get()
                                                                    : nullptr;
@@ -369,10 +386,16 @@ void DownstreamConnection::TakePeerSlot() {
   peer_entry_ = routes_->peers->Get(limits::PeerKey(who, peer_address_));
   if (peer_entry_->TryOpenConnection(peer_caps_->connections)) {
     holds_connection_slot_ = true;
-    peer_entry_->activity().ConnectionOpened(this, peer_, lookup(),
-                                             std::chrono::system_clock::now());
+    peers::PeerActivity& activity = peer_entry_->activity();
+    activity.ConnectionOpened(this, peer_, lookup(), std::chrono::system_clock::now());
+    for (const FinishedCall& call : calls_before_identity_) {
+      activity.CallFinished(call.path, call.grpc_status, call.request_bytes, call.response_bytes,
+                            call.reason, call.time);
+    }
+    calls_before_identity_.clear();
     return;
   }
+  calls_before_identity_.clear();
   over_connection_cap_ = true;
   listener_.stats().LimitRejection(limits::limit::kPeerConnections);
   if (g_log_peer_limits.Allow()) {

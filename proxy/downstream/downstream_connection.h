@@ -3,9 +3,11 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include <boost/asio/steady_timer.hpp>
 
@@ -61,9 +63,17 @@ class DownstreamConnection final : public Http2Connection {
   // sepal_limit_rejections_total) and the grpc-message in *message.
   std::string_view AdmitCall(std::chrono::steady_clock::time_point now,
                              std::shared_ptr<limits::Peer>* slot, std::string* message);
-  // The peer this connection counts against (null until its identity is known, and on a
-  // listener without a peer table): its finished calls go into its activity (/peers).
-  limits::Peer* peer_entry() const { return holds_connection_slot_ ? peer_entry_.get() : nullptr; }
+  // Records a finished call in the activity of the peer this connection counts against
+  // (/peers). A call that ends before the peer is known (no route: answered at once, not
+  // waiting for tailscaled) is kept, up to kMaxCallsBeforeIdentity, until it is; a
+  // connection that never takes a peer slot (over the connection cap, no peer table)
+  // records nothing.
+  void RecordCall(std::string_view path, int grpc_status, uint64_t request_bytes,
+                  uint64_t response_bytes, std::string_view reason);
+  // What of a path a peer's activity keeps: the client chooses it (a service-prefix route
+  // admits any method name), so 32 of them per peer stay small.
+  static constexpr size_t kMaxRecordedPath = 128;
+  static constexpr size_t kMaxCallsBeforeIdentity = 8;
   // Counts a glitch (limits::glitch); a connection out of glitch tokens gets GOAWAY
   // ENHANCE_YOUR_CALM and closes.
   void Glitch(std::string_view kind);
@@ -146,6 +156,14 @@ class DownstreamConnection final : public Http2Connection {
   std::shared_ptr<limits::Peer> peer_entry_;
   const config::PeerLimitValues* peer_caps_ = nullptr;
   bool holds_connection_slot_ = false;
+  struct FinishedCall {
+    std::string path;
+    int grpc_status;
+    uint64_t request_bytes, response_bytes;
+    std::string reason;
+    std::chrono::system_clock::time_point time;
+  };
+  std::vector<FinishedCall> calls_before_identity_;  // see RecordCall
   bool over_connection_cap_ = false;  // its calls are refused, then it is sent GOAWAY
   bool cap_goaway_sent_ = false;
   int idle_ticks_over_cap_ = 0;

@@ -97,13 +97,7 @@ void ProxyStream::RecordStats() {
     stats.PeerBytes(peer->node_name.empty() ? peer->node_fqdn : peer->node_name, request_bytes_,
                     response_bytes_);
   }
-  if (limits::Peer* who = downstream_.peer_entry()) {
-    // An unrouted path is the client's to choose: kept short.
-    constexpr size_t kMaxUnroutedPath = 128;
-    who->activity().CallFinished(route_ != nullptr ? path : path.substr(0, kMaxUnroutedPath),
-                                 code, request_bytes_, response_bytes_, local_reason_,
-                                 std::chrono::system_clock::now());
-  }
+  downstream_.RecordCall(path, code, request_bytes_, response_bytes_, local_reason_);
   if (filters::AccessLog* access_log = routes_->generation->access_log.get()) {
     filters::AccessLogEntry entry;
     entry.time = std::chrono::system_clock::now();

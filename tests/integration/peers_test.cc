@@ -4,10 +4,14 @@
 // their calls, bytes, last call and last error, and forget a peer once it hangs up.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <boost/json.hpp>
+#include <filesystem>
 
 #include "tests/integration/loopback.h"
 #include "tests/integration/proxy_fixture.h"
+#include "tests/support/fake_tailscaled.h"
 #include "tests/support/h2_test_client.h"
 
 namespace sepal::test {
@@ -158,6 +162,60 @@ TEST_F(PeersTest, StatusPageShowsThePeersAndEscapesWhatClientsSent) {
   EXPECT_EQ(page.find("<script>"), std::string::npos) << page;
   EXPECT_NE(page.find("/&lt;script&gt;alert(1)&lt;/script&gt;/X"), std::string::npos) << page;
   EXPECT_NE(page.find("UNIMPLEMENTED (no_route)"), std::string::npos) << page;
+}
+
+// A service-prefix route admits any method name a client makes up: what /peers keeps of a
+// path is bounded in length as well as in number, so a peer cannot make sepal hold its junk.
+TEST_F(PeersTest, LongMethodNamesAreKeptShort) {
+  StartSepal(PeersConfig(backend_->address()));
+  auto supernode = ConnectFrom("127.0.0.2");
+  ASSERT_NE(supernode, nullptr);
+  const std::string long_path = "/flwr.proto.Fleet/" + std::string(4000, 'M');
+  EXPECT_EQ(Call(*supernode, long_path), 12);  // routed; the stand-in has no such method
+  json::object peers = Peers();
+  const json::object* node = Find(peers, "supernode-a");
+  ASSERT_NE(node, nullptr);
+  const json::object& methods = node->at("methods").as_object();
+  ASSERT_EQ(methods.size(), 1u);
+  EXPECT_EQ(methods.begin()->key(), long_path.substr(0, 128));
+  EXPECT_EQ(node->at("last_call").at("method").as_string(), long_path.substr(0, 128));
+}
+
+// A call without a route is answered at once, before tailscaled has said who the peer is:
+// it still shows in the peer's record once the identity arrives.
+TEST_F(PeersTest, CallsAnsweredBeforeTheIdentityArrivesAreRecorded) {
+  std::string socket = std::filesystem::temp_directory_path() /
+                       ("sepal-peers-" + std::to_string(getpid()) + ".sock");
+  auto tailscaled = FakeTailscaled::Start(socket);
+  ASSERT_NE(tailscaled, nullptr);
+  ASSERT_TRUE(tailscaled->AddPeer("127.0.0.2", FakeTailscaled::LoadFixture("tagged-node.json")));
+  tailscaled->SetDelay(std::chrono::milliseconds(300));
+  StartSepal("workers: 1\n"
+             "admin: {address: 127.0.0.1:0}\n"
+             "identity:\n  provider: tailscale\n  tailscale: {socket: " + socket + "}\n"
+             "listeners:\n"
+             "  - name: fleet\n"
+             "    address: 127.0.0.1:0\n"
+             "    routes:\n"
+             "      - {match: /flwr.proto.Fleet/, upstream: superlink, allow: {tags: [tag:supernode]}}\n"
+             "upstreams:\n  - {name: superlink, address: " + backend_->address() + "}\n");
+  auto supernode = ConnectFrom("127.0.0.2");
+  ASSERT_NE(supernode, nullptr);
+  auto started = std::chrono::steady_clock::now();
+  EXPECT_EQ(Call(*supernode, "/flwr.proto.Exec/ListRuns"), 12);  // no route: at once
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::milliseconds(250));
+  EXPECT_EQ(Call(*supernode, "/flwr.proto.Fleet/PullMessages"), 0);  // waits for WhoIs
+  json::object peers = Peers();
+  const json::object* node = Find(peers, "supernode-a");
+  ASSERT_NE(node, nullptr);
+  EXPECT_EQ(node->at("calls").as_int64(), 2);
+  EXPECT_EQ(node->at("errors").as_int64(), 1);
+  EXPECT_EQ(node->at("last_error").at("method").as_string(), "/flwr.proto.Exec/ListRuns");
+  EXPECT_EQ(node->at("last_error").at("reason").as_string(), "no_route");
+  supernode.reset();
+  server_->Stop();
+  server_.reset();
+  tailscaled.reset();
 }
 
 }  // namespace
