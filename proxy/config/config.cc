@@ -89,7 +89,8 @@ constexpr std::string_view kUpstreamKeys[] = {"name", "address", "tls", "connect
                                               "circuit_breaker"};
 constexpr std::string_view kUpstreamTlsKeys[] = {"ca", "server_name", "certificate", "private_key"};
 constexpr std::string_view kListenerKeys[] = {"name",   "address", "proxy_protocol", "tls",
-                                              "routes", "limits",  "peer_limits"};
+                                              "routes", "limits",  "peer_limits",
+                                              "tailscale_service"};
 constexpr std::string_view kListenerTlsKeys[] = {"source", "certificate", "private_key",
                                                  "client_ca", "handshake_timeout"};
 constexpr std::string_view kRouteKeys[] = {"match", "upstream", "allow", "mode"};
@@ -937,6 +938,21 @@ absl::Status Loader::ReadListener(const Value& value, const Config& config,
                                                   ProxyProtocol::kV2, ProxyProtocol::kAny};
     listener->proxy_protocol = kByChoice[choice];
   }
+  if (auto service = map.Get("tailscale_service")) {
+    SEPAL_CONFIG_ASSIGN(listener->tailscale_service, ReadString(*service));
+    // svc:NAME, NAME a DNS label (what `tailscale serve --service` accepts).
+    std::string_view service_name = listener->tailscale_service;
+    bool valid = service_name.starts_with("svc:") && service_name.size() > 4 &&
+                 service_name.size() <= 4 + 63 && service_name[4] != '-' &&
+                 service_name.back() != '-';
+    for (char c : service_name.substr(std::min<size_t>(4, service_name.size()))) {
+      valid = valid && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-');
+    }
+    if (!valid) {
+      return Error(*service, "tailscale_service must be svc:NAME, NAME a lowercase DNS label "
+                             "(letters, digits, '-'), e.g. svc:superlink");
+    }
+  }
   if (auto tls = map.Get("tls")) {
     ListenerTlsConfig tls_config;
     SEPAL_CONFIG_TRY(ReadListenerTls(*tls, &tls_config));
@@ -1390,6 +1406,9 @@ std::string Summarize(const Config& config) {
     if (listener.proxy_protocol != ProxyProtocol::kNone) {
       absl::StrAppend(&out, " proxy_protocol ",
                       kProxyProtocolNames[static_cast<int>(listener.proxy_protocol)]);
+    }
+    if (!listener.tailscale_service.empty()) {
+      absl::StrAppend(&out, " tailscale_service ", listener.tailscale_service);
     }
     absl::StrAppend(&out, "\n");
     if (listener.routes.empty()) absl::StrAppend(&out, "  (no routes: every call UNIMPLEMENTED)\n");

@@ -159,6 +159,9 @@ struct ListenerConfig {
   std::string name;
   SocketAddress address;
   ProxyProtocol proxy_protocol = ProxyProtocol::kNone;
+  // "svc:NAME" when the listener serves a Tailscale Service: WhoIs asks for the CapMap toward
+  // it (svc_name). Empty: toward the address the connection reached (dst_ip), if a tailnet one.
+  std::string tailscale_service;
   std::optional<ListenerTlsConfig> tls;
   std::vector<RouteConfig> routes;
   Http2Limits limits;

@@ -7,6 +7,7 @@
 #include "proxy/common/log_rate_limit.h"
 #include "proxy/common/strings.h"
 #include "proxy/http2/session_options.h"
+#include "proxy/identity/tailscale_provider.h"
 #include "proxy/listener/listener.h"
 #include "proxy/listener/proxy_protocol.h"
 #include "proxy/stats/proxy_metrics.h"
@@ -41,12 +42,14 @@ bool LooksLikeHttp1(const uint8_t* data, size_t length) {
 }  // namespace
 
 DownstreamConnection::DownstreamConnection(Worker& worker, Listener& listener, Socket socket,
-                                           identity::PeerAddress peer)
+                                           identity::PeerAddress peer,
+                                           boost::asio::ip::address local_ip)
     : Http2Connection(worker, std::move(socket)),
       listener_(listener),
       routes_(listener.routes()),
       peer_address_(std::move(peer)),
-      peer_(peer_address_.ToString()) {}
+      peer_(peer_address_.ToString()),
+      destination_ip_(local_ip) {}
 
 DownstreamConnection::~DownstreamConnection() = default;
 
@@ -228,6 +231,7 @@ void DownstreamConnection::ReadProxyHeader() {
         if (!parsed.header.local) {
           self->peer_address_ = {parsed.header.source_ip, parsed.header.source_port};
           self->peer_ = self->peer_address_.ToString();
+          self->destination_ip_ = parsed.header.destination_ip;
         }
         std::string rest = self->proxy_header_buffer_.substr(parsed.header.header_length);
         self->proxy_header_buffer_.clear();
@@ -284,8 +288,17 @@ void DownstreamConnection::BeginIdentityLookup() {
   }
   identity_state_ = IdentityState::kPending;
   lookup_started_ = std::chrono::steady_clock::now();
+  // The CapMap toward what the peer reached: the listener's Tailscale Service, else the
+  // tailnet address it dialled (several addresses, or a Service's own address, grant
+  // differently). Loopback and other addresses are not sent: tailscaled's default applies.
+  identity::LookupDestination destination;
+  destination.service = routes_->config.tailscale_service;
+  if (destination.service.empty() &&
+      identity::TailscaleIdentityProvider::IsTailscaleAddress(destination_ip_)) {
+    destination.ip = destination_ip_;
+  }
   std::weak_ptr<Http2Connection> weak = shared_from_this();
-  provider->Lookup(peer_address_, worker_.io().get_executor(),
+  provider->LookupToward(peer_address_, destination, worker_.io().get_executor(),
                    [weak](identity::LookupResult result) {
                      auto self = std::static_pointer_cast<DownstreamConnection>(weak.lock());
                      if (self && !self->closed()) self->OnIdentity(std::move(result));

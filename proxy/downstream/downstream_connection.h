@@ -27,8 +27,10 @@ class Listener;
 
 class DownstreamConnection final : public Http2Connection {
  public:
+  // `local_ip`: the address the peer connected to (the PROXY header's destination replaces
+  // it), sent to tailscaled to scope the peer's capabilities.
   DownstreamConnection(Worker& worker, Listener& listener, Socket socket,
-                       identity::PeerAddress peer);
+                       identity::PeerAddress peer, boost::asio::ip::address local_ip = {});
   ~DownstreamConnection() override;
 
   void Start();
@@ -156,6 +158,7 @@ class DownstreamConnection final : public Http2Connection {
   std::shared_ptr<limits::Peer> peer_entry_;
   const config::PeerLimitValues* peer_caps_ = nullptr;
   bool holds_connection_slot_ = false;
+  boost::asio::ip::address destination_ip_;  // see the constructor
   struct FinishedCall {
     std::string path;
     int grpc_status;

@@ -111,4 +111,11 @@ std::string PeerAddress::ToString() const {
   return StrCat(ip.to_string(), ":", port);
 }
 
+std::string LookupDestination::Key() const {
+  std::string key;
+  if (ip) key += StrCat("|dst=", ip->to_string());
+  if (!service.empty()) key += StrCat("|svc=", service);
+  return key;
+}
+
 }  // namespace sepal::identity

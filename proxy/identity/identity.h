@@ -70,6 +70,16 @@ struct PeerAddress {
 // is nullopt.
 std::optional<PeerAddress> ParsePeerAddress(std::string_view text);
 
+// Where the connection went. tailscaled 1.100 and later compute a peer's CapMap toward a
+// destination (WhoIs &dst_ip= or &svc_name=); without one, toward the node's first address.
+struct LookupDestination {
+  std::optional<boost::asio::ip::address> ip;  // a tailnet address of this node
+  std::string service;                          // "svc:NAME", a Tailscale Service
+  bool empty() const { return !ip && service.empty(); }
+  // "" when empty, else "|dst=100.64.0.1|svc=svc:superlink": what caches add to the peer.
+  std::string Key() const;
+};
+
 class IdentityProvider {
  public:
   virtual ~IdentityProvider() = default;
@@ -77,6 +87,13 @@ class IdentityProvider {
   // never inline from inside Lookup.
   virtual void Lookup(const PeerAddress& peer, boost::asio::any_io_executor reply_to,
                       LookupCallback done) = 0;
+  // The same, for a connection that reached `destination`. Providers that cannot scope
+  // an identity to a destination (static) ignore it.
+  virtual void LookupToward(const PeerAddress& peer, const LookupDestination& destination,
+                            boost::asio::any_io_executor reply_to, LookupCallback done) {
+    (void)destination;
+    Lookup(peer, std::move(reply_to), std::move(done));
+  }
   // Stops background work (threads, watchers); pending lookups complete with kFailed.
   virtual void Shutdown() {}
   virtual std::string_view name() const = 0;

@@ -297,14 +297,20 @@ std::string PercentEncode(std::string_view text) {
 LocalApiClient::LocalApiClient(boost::asio::any_io_executor executor, std::string socket_path)
     : executor_(std::move(executor)), socket_path_(std::move(socket_path)) {}
 
-std::string LocalApiClient::WhoIsTarget(std::string_view addr) {
+std::string LocalApiClient::WhoIsTarget(std::string_view addr,
+                                        const LookupDestination& destination) {
   // proto=tcp: without it a miss can block tailscaled for ~360 ms probing other protocols.
-  return StrCat("/localapi/v0/whois?addr=", PercentEncode(addr), "&proto=tcp");
+  std::string target = StrCat("/localapi/v0/whois?addr=", PercentEncode(addr), "&proto=tcp");
+  if (destination.ip) StrAppend(&target, "&dst_ip=", PercentEncode(destination.ip->to_string()));
+  if (!destination.service.empty()) {
+    StrAppend(&target, "&svc_name=", PercentEncode(destination.service));
+  }
+  return target;
 }
 
-void LocalApiClient::WhoIs(std::string_view addr, std::chrono::milliseconds timeout,
-                           ResponseCallback done) {
-  Get(WhoIsTarget(addr), timeout, kMaxWhoIsBodyBytes, std::move(done));
+void LocalApiClient::WhoIs(std::string_view addr, const LookupDestination& destination,
+                           std::chrono::milliseconds timeout, ResponseCallback done) {
+  Get(WhoIsTarget(addr, destination), timeout, kMaxWhoIsBodyBytes, std::move(done));
 }
 
 void LocalApiClient::Get(std::string_view target, std::chrono::milliseconds timeout,

@@ -11,6 +11,8 @@
 #include <string>
 #include <string_view>
 
+#include "proxy/identity/identity.h"
+
 namespace sepal::identity {
 
 struct LocalApiResponse {
@@ -59,9 +61,12 @@ class LocalApiClient {
 
   const std::string& socket_path() const { return socket_path_; }
 
-  // GET /localapi/v0/whois?addr=<addr>&proto=tcp. `addr` is "IP:PORT" ("[v6]:PORT").
-  // `done` runs exactly once; after `timeout` the socket is closed and kTimeout reported.
-  void WhoIs(std::string_view addr, std::chrono::milliseconds timeout, ResponseCallback done);
+  // GET /localapi/v0/whois?addr=<addr>&proto=tcp[&dst_ip=IP][&svc_name=svc:NAME]. `addr` is
+  // "IP:PORT" ("[v6]:PORT"); `destination` scopes the CapMap (tailscaled 1.100 and later;
+  // older ones ignore the parameters). `done` runs exactly once; after `timeout` the socket
+  // is closed and kTimeout reported.
+  void WhoIs(std::string_view addr, const LookupDestination& destination,
+             std::chrono::milliseconds timeout, ResponseCallback done);
 
   // GET `target` ("/localapi/v0/status"): one response, its body cut off (kIo) past
   // `max_body` bytes. `done` runs exactly once; after `timeout` it reports kTimeout.
@@ -77,7 +82,7 @@ class LocalApiClient {
       std::chrono::milliseconds header_timeout = std::chrono::seconds(10));
 
   // The request target of a WhoIs, with `addr` percent-encoded. Exposed for tests.
-  static std::string WhoIsTarget(std::string_view addr);
+  static std::string WhoIsTarget(std::string_view addr, const LookupDestination& destination = {});
 
  private:
   boost::asio::any_io_executor executor_;

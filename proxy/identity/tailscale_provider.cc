@@ -95,6 +95,13 @@ bool TailscaleIdentityProvider::IsTailscaleAddress(const net::ip::address& addre
 
 void TailscaleIdentityProvider::Lookup(const PeerAddress& peer, net::any_io_executor reply_to,
                                        LookupCallback done) {
+  LookupToward(peer, LookupDestination{}, std::move(reply_to), std::move(done));
+}
+
+void TailscaleIdentityProvider::LookupToward(const PeerAddress& peer,
+                                             const LookupDestination& destination,
+                                             net::any_io_executor reply_to,
+                                             LookupCallback done) {
   PeerAddress address{Unmapped(peer.ip), peer.port};
   bool loopback = address.ip.is_loopback();
   if (!loopback && !IsTailscaleAddress(address.ip)) {
@@ -108,9 +115,9 @@ void TailscaleIdentityProvider::Lookup(const PeerAddress& peer, net::any_io_exec
     Reply(reply_to, std::move(done), Result(Kind::kFailed, "shutting down"));
     return;
   }
-  net::post(io_context_, [this, address, loopback,
+  net::post(io_context_, [this, address, destination, loopback,
                           waiter = Waiter{std::move(reply_to), std::move(done)}]() mutable {
-    StartLookup(address, loopback, std::move(waiter));
+    StartLookup(address, destination, loopback, std::move(waiter));
   });
 }
 
@@ -132,14 +139,17 @@ void TailscaleIdentityProvider::Reply(const net::any_io_executor& reply_to, Look
   });
 }
 
-void TailscaleIdentityProvider::StartLookup(const PeerAddress& peer, bool loopback, Waiter waiter) {
+void TailscaleIdentityProvider::StartLookup(const PeerAddress& peer,
+                                            const LookupDestination& destination, bool loopback,
+                                            Waiter waiter) {
   if (shutting_down_) {
     Reply(waiter.reply_to, std::move(waiter.done), Result(Kind::kFailed, "shutting down"));
     return;
   }
   std::string addr = peer.ToString();
   // Tailnet addresses are one node whatever the port; a loopback ip:port is one connection.
-  std::string key = loopback ? addr : peer.ip.to_string();
+  // A destination scopes the CapMap: its answer is another entry.
+  std::string key = (loopback ? addr : peer.ip.to_string()) + destination.Key();
   if (!loopback) {
     auto cached = cache_.find(key);
     if (cached != cache_.end()) {
@@ -157,7 +167,8 @@ void TailscaleIdentityProvider::StartLookup(const PeerAddress& peer, bool loopba
   pending->second.cacheable = !loopback;
   pending->second.generation = generation_;
   whois_requests_sent_.fetch_add(1);
-  client_.WhoIs(addr, config_.lookup_timeout, [this, key, addr](LocalApiResponse response) {
+  client_.WhoIs(addr, destination, config_.lookup_timeout,
+                [this, key, addr](LocalApiResponse response) {
     OnWhoIsResponse(key, addr, std::move(response));
   });
 }

@@ -80,6 +80,10 @@ class TailscaleIdentityProvider final : public IdentityProvider {
 
   void Lookup(const PeerAddress& peer, boost::asio::any_io_executor reply_to,
               LookupCallback done) override;
+  // With a destination: WhoIs carries dst_ip / svc_name, and the answer is cached per
+  // (peer, destination), since the CapMap differs by destination.
+  void LookupToward(const PeerAddress& peer, const LookupDestination& destination,
+                    boost::asio::any_io_executor reply_to, LookupCallback done) override;
   // Stops the watch and the thread; lookups still pending or arriving later complete with
   // kFailed "shutting down". Idempotent; not to be called from the provider's own thread.
   void Shutdown() override;
@@ -107,7 +111,8 @@ class TailscaleIdentityProvider final : public IdentityProvider {
   };
 
   // Everything below runs on the provider thread.
-  void StartLookup(const PeerAddress& peer, bool loopback, Waiter waiter);
+  void StartLookup(const PeerAddress& peer, const LookupDestination& destination, bool loopback,
+                   Waiter waiter);
   void OnWhoIsResponse(const std::string& key, const std::string& addr, LocalApiResponse response);
   LookupResult Interpret(const std::string& addr, const LocalApiResponse& response) const;
   void Store(const std::string& key, const LookupResult& result);

@@ -95,12 +95,13 @@ void Listener::Adopt(tcp::socket socket) {
   identity::PeerAddress peer;
   auto remote = socket.remote_endpoint(ignored);
   if (!ignored) peer = {remote.address(), remote.port()};
-  auto protocol = socket.local_endpoint(ignored).protocol();
+  auto local = socket.local_endpoint(ignored);
+  auto protocol = local.protocol();
   Http2Connection::Socket generic(worker_.io(),
                                   asio::generic::stream_protocol(protocol.family(), IPPROTO_TCP),
                                   socket.release());
   auto connection = std::make_shared<DownstreamConnection>(worker_, *this, std::move(generic),
-                                                           std::move(peer));
+                                                           std::move(peer), local.address());
   connection->Start();
 }
 

@@ -65,23 +65,6 @@ upstreams:
          upstream + "\n";
 }
 
-// PROXY v2 header announcing a TCP/IPv4 connection from `source`.
-std::string ProxyV2(const std::string& source, uint16_t source_port) {
-  std::string header("\r\n\r\n\0\r\nQUIT\n", 12);
-  header += '\x21';  // version 2, PROXY
-  header += '\x11';  // AF_INET, STREAM
-  header += std::string("\x00\x0c", 2);
-  in_addr src{}, dst{};
-  inet_pton(AF_INET, source.c_str(), &src);
-  inet_pton(AF_INET, "127.0.0.1", &dst);
-  header.append(reinterpret_cast<const char*>(&src), 4);
-  header.append(reinterpret_cast<const char*>(&dst), 4);
-  uint16_t sp = htons(source_port), dp = htons(9092);
-  header.append(reinterpret_cast<const char*>(&sp), 2);
-  header.append(reinterpret_cast<const char*>(&dp), 2);
-  return header;
-}
-
 class AuthzTest : public ProxyTest {
  protected:
   // One unary call over a PROXY-v2 connection from `source`; returns the stream state.

@@ -12,6 +12,26 @@
 
 namespace sepal::test {
 
+// A PROXY protocol v2 header announcing a TCP/IPv4 connection from `source` to
+// `destination` (what `tailscale serve --proxy-protocol=2` sends).
+inline std::string ProxyV2(const std::string& source, uint16_t source_port,
+                           const std::string& destination = "127.0.0.1",
+                           uint16_t destination_port = 9092) {
+  std::string header("\r\n\r\n\0\r\nQUIT\n", 12);
+  header += '\x21';  // version 2, PROXY
+  header += '\x11';  // AF_INET, STREAM
+  header += std::string("\x00\x0c", 2);
+  in_addr src{}, dst{};
+  inet_pton(AF_INET, source.c_str(), &src);
+  inet_pton(AF_INET, destination.c_str(), &dst);
+  header.append(reinterpret_cast<const char*>(&src), 4);
+  header.append(reinterpret_cast<const char*>(&dst), 4);
+  uint16_t sp = htons(source_port), dp = htons(destination_port);
+  header.append(reinterpret_cast<const char*>(&sp), 2);
+  header.append(reinterpret_cast<const char*>(&dp), 2);
+  return header;
+}
+
 // A connected socket to 127.0.0.1:port with a 5 s receive timeout, or -1.
 inline int ConnectLoopback(uint16_t port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);

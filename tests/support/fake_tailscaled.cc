@@ -484,6 +484,16 @@ bool FakeTailscaled::AddPeer(std::string_view ip_or_ip_port, std::string json_bo
   return true;
 }
 
+bool FakeTailscaled::AddPeerToward(std::string_view ip_or_ip_port, std::string_view toward,
+                                   std::string json_body) {
+  std::optional<PeerKeys> keys = ParsePeer(ip_or_ip_port);
+  if (!keys) return false;
+  std::lock_guard lock(mutex_);
+  peers_toward_[(keys->has_port ? keys->exact : keys->any_port) + "|" + std::string(toward)] =
+      std::move(json_body);
+  return true;
+}
+
 void FakeTailscaled::RemovePeer(std::string_view ip_or_ip_port) {
   std::optional<PeerKeys> keys = ParsePeer(ip_or_ip_port);
   if (!keys) return;
@@ -531,9 +541,26 @@ FakeTailscaled::Response FakeTailscaled::AnswerWhoIs(std::string_view query) con
     }
     return text_error(400, "invalid 'addr' parameter\n");
   }
+  // tailscaled 1.100+: the CapMap toward a Service (svc_name) or one of the node's
+  // addresses (dst_ip); the checks and messages are the real ones.
+  std::string service = FormValue(query, "svc_name");
+  std::string dst_ip = FormValue(query, "dst_ip");
+  if (!service.empty() && (service.substr(0, 4) != "svc:" || service.size() == 4)) {
+    return text_error(400, "invalid svc_name\n");
+  }
+  if (!dst_ip.empty()) {
+    error_code ec;
+    net::ip::make_address(dst_ip, ec);
+    if (ec) return text_error(400, "invalid dst_ip\n");
+  }
   auto peer = peers_.find(keys->exact);
   if (peer == peers_.end()) peer = peers_.find(keys->any_port);
   if (peer == peers_.end()) return text_error(404, "no match for IP:port\n");
+  for (const std::string& toward : {service, dst_ip}) {
+    if (toward.empty()) continue;
+    auto scoped = peers_toward_.find(peer->first + "|" + toward);
+    if (scoped != peers_toward_.end()) return Response{200, "application/json", scoped->second, ""};
+  }
   return Response{200, "application/json", peer->second, ""};
 }
 

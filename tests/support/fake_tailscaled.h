@@ -55,6 +55,11 @@ class FakeTailscaled {
   // that exact address ("127.0.0.1:40000", "[fd7a:115c:a1e0::1]:5"). False if it does not
   // parse as either.
   bool AddPeer(std::string_view ip_or_ip_port, std::string json_body);
+  // What whois answers for that peer when asked toward `toward` (tailscaled 1.100 and later):
+  // a tailnet IP, for &dst_ip=, or "svc:NAME", for &svc_name=. Without a match the AddPeer
+  // answer applies, as for a destination the policy grants nothing special toward.
+  bool AddPeerToward(std::string_view ip_or_ip_port, std::string_view toward,
+                     std::string json_body);
   void RemovePeer(std::string_view ip_or_ip_port);
 
   // Holds every whois answer back this long (each request on its own timer).
@@ -167,6 +172,7 @@ class FakeTailscaled {
   mutable std::mutex mutex_;
   mutable std::condition_variable changed_;
   std::map<std::string, std::string> peers_;  // canonical "ip" or "ip:port" -> body
+  std::map<std::string, std::string> peers_toward_;  // peers_'s key + "|" + toward -> body
   std::chrono::milliseconds delay_{0};
   unsigned failure_status_ = 0;
   std::string failure_body_;

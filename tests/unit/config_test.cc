@@ -1214,3 +1214,39 @@ TEST(ConfigErrorTest, AccessLogAndMetricsMistakes) {
 
 }  // namespace
 }  // namespace sepal::config
+
+namespace sepal::config {
+namespace {
+
+std::string ServiceListener(const std::string& service) {
+  return absl::StrCat(R"(
+listeners:
+  - name: fleet
+    address: 127.0.0.1:9092
+    tailscale_service: )", service, "\n", kUpstreams);
+}
+
+TEST(ConfigTest, TailscaleServiceIsSvcAndADnsLabel) {
+  absl::StatusOr<Config> config = Parse(ServiceListener("svc:superlink"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->listeners[0].tailscale_service, "svc:superlink");
+  EXPECT_EQ(Parse(ServiceListener("svc:fl-2")).status(), absl::OkStatus());
+  for (const char* bad : {"superlink", "\"svc:\"", "svc:Superlink", "svc:-x", "svc:x-", "svc:a.b",
+                          "\"svc:a b\""}) {
+    EXPECT_THAT(ErrorOf(ServiceListener(bad)),
+                HasSubstr("sepal.yaml:4: listeners[0].tailscale_service: tailscale_service must "
+                          "be svc:NAME"))
+        << bad;
+  }
+  // Absent: empty, WhoIs then scopes by the destination address.
+  absl::StatusOr<Config> plain = Parse(R"(
+listeners:
+  - name: fleet
+    address: 127.0.0.1:9092
+)" + std::string(kUpstreams));
+  ASSERT_TRUE(plain.ok());
+  EXPECT_TRUE(plain->listeners[0].tailscale_service.empty());
+}
+
+}  // namespace
+}  // namespace sepal::config
