@@ -293,9 +293,13 @@ void DownstreamConnection::BeginIdentityLookup() {
   // differently). Loopback and other addresses are not sent: tailscaled's default applies.
   identity::LookupDestination destination;
   destination.service = routes_->config.tailscale_service;
+  boost::asio::ip::address dialled = destination_ip_;
+  if (dialled.is_v6() && dialled.to_v6().is_v4_mapped()) {  // a [::] listener's IPv4 peer
+    dialled = boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, dialled.to_v6());
+  }
   if (destination.service.empty() &&
-      identity::TailscaleIdentityProvider::IsTailscaleAddress(destination_ip_)) {
-    destination.ip = destination_ip_;
+      identity::TailscaleIdentityProvider::IsTailscaleAddress(dialled)) {
+    destination.ip = dialled;
   }
   std::weak_ptr<Http2Connection> weak = shared_from_this();
   provider->LookupToward(peer_address_, destination, worker_.io().get_executor(),
