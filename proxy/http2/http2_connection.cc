@@ -80,6 +80,7 @@ Http2Connection::~Http2Connection() {
 }
 
 void Http2Connection::StartIo(bool speak_first, std::string_view initial_bytes) {
+  quiet_until_first_bytes_ = !speak_first;
   if (!initial_bytes.empty() &&
       !ProcessReceived(reinterpret_cast<const uint8_t*>(initial_bytes.data()),
                        initial_bytes.size())) {
@@ -182,6 +183,7 @@ void Http2Connection::ScheduleFlush() {
 }
 
 void Http2Connection::Flush() {
+  if (quiet_until_first_bytes_ && !seen_first_bytes_) return;  // ProcessReceived flushes
   for (size_t round = 0; round < kWritesPerFlush; ++round) {
     if (writing_ || session_ == nullptr) return;
     if (!output_) output_ = worker_.write_queues().Get();

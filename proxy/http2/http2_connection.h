@@ -122,6 +122,9 @@ class Http2Connection : public std::enable_shared_from_this<Http2Connection> {
   bool flush_scheduled_ = false;
   bool closed_ = false;
   bool seen_first_bytes_ = false;
+  // Set by StartIo(speak_first=false): nothing is sent before the peer's first bytes were
+  // vetted, whatever else (an identity answer, a timer) asks for a flush.
+  bool quiet_until_first_bytes_ = false;
   bool closing_ = false;
   std::string closing_reason_;
   uint32_t advertised_max_streams_ = 0;

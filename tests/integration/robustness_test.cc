@@ -72,6 +72,26 @@ TEST_F(RobustnessTest, Http11RequestGetsAClearAnswer) {
   ExpectStillServing();
 }
 
+// sepal speaks only after it has seen a client's first bytes, even when the peer's identity
+// arrives before them (the identity answer used to flush the queued SETTINGS, so a slow
+// HTTP/1.1 client got binary frames instead of the 505: curl's "Received HTTP/0.9").
+TEST_F(RobustnessTest, SlowHttp11RequestAfterTheIdentityStillGetsTheAnswer) {
+  StartSepal(std::string(kLoopbackSupernodeIdentityYaml) + DefaultConfigYaml(backend_->address()));
+  int fd = ConnectLoopback(port_);
+  ASSERT_GE(fd, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the identity is known
+  const std::string request = "GET / HTTP/1.1\r\nHost: sepal\r\n\r\n";
+  ASSERT_EQ(send(fd, request.data(), request.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(request.size()));
+  std::string reply;
+  char buf[4096];
+  ssize_t n;
+  while ((n = recv(fd, buf, sizeof(buf), 0)) > 0) reply.append(buf, static_cast<size_t>(n));
+  close(fd);
+  EXPECT_TRUE(reply.starts_with("HTTP/1.1 505")) << reply.size() << " bytes: " << reply;
+  ExpectStillServing();
+}
+
 TEST_F(RobustnessTest, TlsClientHelloOnCleartextPortIsClosed) {
   StartDefault();
   bool closed = false;

@@ -229,13 +229,14 @@ upstreams:
             done = subprocess.run([client, "--bind", SUPERNODE, *target, *args],
                                   capture_output=True, text=True)
             check(done.returncode == 0, f"supernode-a: {' '.join(args)}: {done.stdout.strip()}")
-        # Held open while the browser looks (about 15 s each; stopped once it has).
-        start("supernode", [client, "--bind", SUPERNODE, *target, "--repeat", "150",
+        # Held open while the browser looks (a minute each, however slow chromium starts on a
+        # loaded machine; stopped once it has looked).
+        start("supernode", [client, "--bind", SUPERNODE, *target, "--repeat", "600",
                             "--interval", "100ms", "/flwr.proto.Fleet/PullMessages",
                             "/flwr.proto.Fleet/SendNodeHeartbeat"])
-        start("alice", [client, "--bind", ALICE, *target, "--timeout", "30s", "--lines", "300",
+        start("alice", [client, "--bind", ALICE, *target, "--timeout", "90s", "--lines", "1200",
                         "/flwr.proto.Control/StreamLogs"])
-        start("stranger", [client, "--bind", STRANGER, *target, "--repeat", "150",
+        start("stranger", [client, "--bind", STRANGER, *target, "--repeat", "600",
                            "--interval", "100ms", "--expect", "UNAUTHENTICATED",
                            "/flwr.proto.Fleet/PullMessages"])
         deadline = time.monotonic() + 10
