@@ -92,6 +92,21 @@ TEST_F(RobustnessTest, SlowHttp11RequestAfterTheIdentityStillGetsTheAnswer) {
   ExpectStillServing();
 }
 
+// A connection that never sends a byte does not hold up a drain (drain_timeout is 5 s here).
+TEST_F(RobustnessTest, SilentConnectionDoesNotHoldUpTheDrain) {
+  StartSepal(std::string(kLoopbackSupernodeIdentityYaml) + DefaultConfigYaml(backend_->address()));
+  int fd = ConnectLoopback(port_);
+  ASSERT_GE(fd, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  auto started = std::chrono::steady_clock::now();
+  server_->Stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(2));
+  char byte;
+  EXPECT_EQ(recv(fd, &byte, 1, 0), 0);  // closed, without a byte
+  close(fd);
+  server_.reset();
+}
+
 TEST_F(RobustnessTest, TlsClientHelloOnCleartextPortIsClosed) {
   StartDefault();
   bool closed = false;
