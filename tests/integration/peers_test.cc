@@ -83,7 +83,18 @@ TEST_F(PeersTest, ListsWhoIsConnectedWithTheirCallsAndForgetsThemWhenTheyLeave) 
   EXPECT_EQ(Call(*alice, "/flwr.proto.Fleet/PullMessages"), 7);
   EXPECT_EQ(Call(*stranger, "/flwr.proto.Fleet/PullMessages"), 16);
 
-  json::object peers = Peers();
+  // Calls are recorded as the worker closes their streams, possibly just after the client
+  // saw the answer: wait until all six are in.
+  json::object peers;
+  auto settle = std::chrono::steady_clock::now() + seconds(5);
+  auto calls_in = [](const json::object& all) {
+    int64_t total = 0;
+    for (const json::value& peer : all.at("peers").as_array()) total += peer.at("calls").as_int64();
+    return total;
+  };
+  do {
+    peers = Peers();
+  } while (calls_in(peers) < 6 && std::chrono::steady_clock::now() < settle);
   EXPECT_EQ(peers.at("peer_count").as_int64(), 3) << json::serialize(peers);
   EXPECT_EQ(Connected(), 3);
 
@@ -152,7 +163,14 @@ TEST_F(PeersTest, StatusPageShowsThePeersAndEscapesWhatClientsSent) {
   ASSERT_NE(supernode, nullptr);
   EXPECT_EQ(Call(*supernode, "/flwr.proto.Fleet/PullMessages"), 0);
   EXPECT_EQ(Call(*supernode, "/<script>alert(1)</script>/X"), 12);  // no route: UNIMPLEMENTED
-  std::string page = HttpGet(server_->admin_port(), "/");
+  // The worker records the call when it closes the stream, which may be just after the
+  // client saw the answer: wait for it.
+  std::string page;
+  auto deadline = std::chrono::steady_clock::now() + seconds(5);
+  do {
+    page = HttpGet(server_->admin_port(), "/");
+  } while (page.find("UNIMPLEMENTED (no_route)") == std::string::npos &&
+           std::chrono::steady_clock::now() < deadline);
   EXPECT_NE(page.find("200 OK"), std::string::npos) << page;
   EXPECT_NE(page.find("text/html; charset=utf-8"), std::string::npos);
   EXPECT_NE(page.find("Content-Security-Policy: default-src 'none'"), std::string::npos);
