@@ -69,20 +69,6 @@ const char* ProviderName(config::IdentityConfig::Provider provider) {
   return "none";
 }
 
-const char* ProxyProtocolName(config::ProxyProtocol mode) {
-  switch (mode) {
-    case config::ProxyProtocol::kV1:
-      return "v1";
-    case config::ProxyProtocol::kV2:
-      return "v2";
-    case config::ProxyProtocol::kAny:
-      return "any";
-    case config::ProxyProtocol::kNone:
-      break;
-  }
-  return "none";
-}
-
 // The loader stores capability values as JSON text; embedding them parsed shows operators
 // the structure upstreams receive. Text that somehow fails to parse is shown as a string
 // rather than dropped, so the endpoint never hides configuration.
@@ -157,7 +143,7 @@ json::value Listener(const config::ListenerConfig& listener) {
   json::object out;
   out["name"] = View(listener.name);
   out["address"] = View(AddressText(listener.address));
-  out["proxy_protocol"] = ProxyProtocolName(listener.proxy_protocol);
+  out["proxy_protocol"] = View(config::ProxyProtocolName(listener.proxy_protocol));
   if (listener.tls) {
     json::object tls;
     bool tailscale = listener.tls->source == config::ListenerTlsConfig::Source::kTailscale;

@@ -5,6 +5,7 @@
 #include <boost/json.hpp>
 #include <cmath>
 
+#include "absl/strings/str_join.h"
 #include "proxy/common/strings.h"
 #include "proxy/common/time_format.h"
 #include "proxy/grpc/grpc_status.h"
@@ -111,11 +112,7 @@ std::string Identity(const PeerEntry& peer) {
     return peer.activity.identity_result == "not_in_tailnet" ? "not a tailnet peer"
                                                              : "identity lookup failed";
   }
-  if (who->tagged()) {
-    std::string tags;
-    for (const std::string& tag : who->tags) tags += (tags.empty() ? "" : " ") + tag;
-    return tags;
-  }
+  if (who->tagged()) return absl::StrJoin(who->tags, " ");
   return who->user_login;
 }
 

@@ -1352,6 +1352,11 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
   return config;
 }
 
+std::string_view ProxyProtocolName(ProxyProtocol protocol) {
+  static constexpr std::string_view kNames[] = {"none", "v1", "v2", "any"};
+  return kNames[static_cast<int>(protocol)];
+}
+
 std::string Summarize(const Config& config) {
   std::string out;
   if (!config.source_path.empty()) absl::StrAppend(&out, "config: ", config.source_path, "\n");
@@ -1392,7 +1397,6 @@ std::string Summarize(const Config& config) {
       absl::StrAppend(&out, "access_log: ", config.access_log.path, "\n");
       break;
   }
-  static constexpr const char* kProxyProtocolNames[] = {"none", "v1", "v2", "any"};
   for (const ListenerConfig& listener : config.listeners) {
     absl::StrAppend(&out, "listener ", listener.name, " on ", FormatAddress(listener.address));
     if (listener.tls) {
@@ -1404,8 +1408,7 @@ std::string Summarize(const Config& config) {
       absl::StrAppend(&out, " h2c");
     }
     if (listener.proxy_protocol != ProxyProtocol::kNone) {
-      absl::StrAppend(&out, " proxy_protocol ",
-                      kProxyProtocolNames[static_cast<int>(listener.proxy_protocol)]);
+      absl::StrAppend(&out, " proxy_protocol ", std::string(ProxyProtocolName(listener.proxy_protocol)));
     }
     if (!listener.tailscale_service.empty()) {
       absl::StrAppend(&out, " tailscale_service ", listener.tailscale_service);

@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -103,6 +104,8 @@ struct RouteConfig {
 };
 
 enum class ProxyProtocol { kNone, kV1, kV2, kAny };
+// "none", "v1", "v2", "any": the config's spelling.
+std::string_view ProxyProtocolName(ProxyProtocol protocol);
 
 // HTTP/2 limits with safe defaults; all settable per listener under `limits:`.
 struct Http2Limits {

@@ -312,9 +312,8 @@ void DownstreamConnection::BeginIdentityLookup() {
 void DownstreamConnection::OnIdentity(identity::LookupResult result) {
   lookup_ = std::move(result);
   identity_state_ = IdentityState::kReady;
-  static constexpr const char* kResultNames[] = {"found", "not_in_tailnet", "failed"};
   const stats::Families& families = stats::GetFamilies();
-  families.identity_lookups->WithLabels({kResultNames[static_cast<int>(lookup_.kind)]})
+  families.identity_lookups->WithLabels({std::string(identity::LookupResultName(lookup_.kind))})
       .Increment(worker_.index());
   families.identity_lookup_duration->WithLabels({}).Observe(
       worker_.index(),

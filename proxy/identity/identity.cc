@@ -111,6 +111,15 @@ std::string PeerAddress::ToString() const {
   return StrCat(ip.to_string(), ":", port);
 }
 
+std::string_view LookupResultName(LookupResult::Kind kind) {
+  switch (kind) {
+    case LookupResult::Kind::kFound: return "found";
+    case LookupResult::Kind::kNotInTailnet: return "not_in_tailnet";
+    case LookupResult::Kind::kFailed: return "failed";
+  }
+  return "failed";
+}
+
 std::string LookupDestination::Key() const {
   std::string key;
   if (ip) key += StrCat("|dst=", ip->to_string());

@@ -58,6 +58,10 @@ struct LookupResult {
 
 using LookupCallback = std::function<void(LookupResult)>;
 
+// "found", "not_in_tailnet" or "failed": the result label of sepal_identity_lookups_total and
+// the identity field of /peers.
+std::string_view LookupResultName(LookupResult::Kind kind);
+
 // Where a connection comes from: the socket peer, or the PROXY protocol source.
 struct PeerAddress {
   boost::asio::ip::address ip;

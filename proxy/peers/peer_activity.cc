@@ -5,18 +5,12 @@
 
 namespace sepal::peers {
 
-namespace {
-
-constexpr const char* kResultNames[] = {"found", "not_in_tailnet", "failed"};
-
-}  // namespace
-
 void PeerActivity::ConnectionOpened(const void* connection, std::string address,
                                     const identity::LookupResult* lookup, SystemTime now) {
   std::lock_guard lock(mutex_);
   if (first_seen_ == SystemTime{}) first_seen_ = now;
   if (lookup != nullptr) {
-    identity_result_ = kResultNames[static_cast<int>(lookup->kind)];
+    identity_result_ = identity::LookupResultName(lookup->kind);
     if (lookup->identity) identity_ = lookup->identity;
   }
   connections_.emplace_back(connection, ConnectionRecord{std::move(address), now});

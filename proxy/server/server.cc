@@ -357,7 +357,6 @@ admin::StatusInfo Server::StatusPageInfo() const {
   info.config_path = current->source_path;
   admin::Readiness readiness = CheckReadiness();
   info.ready = readiness.ready;
-  static constexpr const char* kProxyProtocolNames[] = {"none", "v1", "v2", "any"};
   for (const config::ListenerConfig& listener : current->listeners) {
     admin::ListenerStatus status;
     status.name = listener.name;
@@ -368,7 +367,7 @@ admin::StatusInfo Server::StatusPageInfo() const {
                      ? "tailscale"
                  : listener.tls->client_ca.empty() ? "files"
                                                    : "files+client-certs";
-    status.proxy_protocol = kProxyProtocolNames[static_cast<int>(listener.proxy_protocol)];
+    status.proxy_protocol = std::string(config::ProxyProtocolName(listener.proxy_protocol));
     status.routes = listener.routes.size();
     info.listeners.push_back(std::move(status));
   }
