@@ -136,6 +136,8 @@ json::value Route(const config::RouteConfig& route) {
     out["allow"] = nullptr;  // every identified peer
   }
   out["mode"] = route.audit ? "audit" : "enforce";
+  out["inspect"] = route.inspect == config::RouteConfig::Inspect::kGrpcAdapter ? "grpc_adapter"
+                                                                              : "none";
   return out;
 }
 

@@ -126,6 +126,20 @@ size_t ChunkBuffer::Read(uint8_t* out, size_t max) {
   });
 }
 
+size_t ChunkBuffer::Peek(uint8_t* out, size_t max) const {
+  size_t copied = 0;
+  const Chunk* chunk = read_chunk_;
+  size_t offset = read_offset_;
+  while (copied < max && copied < unread_ && chunk != nullptr) {
+    size_t n = std::min<size_t>(chunk->end - offset, max - copied);
+    std::memcpy(out + copied, chunk->data + offset, n);
+    copied += n;
+    chunk = chunk->next;
+    if (chunk != nullptr) offset = chunk->begin;
+  }
+  return copied;
+}
+
 size_t ChunkBuffer::Splice(size_t max, WriteQueue& out) {
   return Take(max, [&out](Chunk* chunk, const uint8_t* data, size_t n) {
     out.AppendRef(chunk, data, n);

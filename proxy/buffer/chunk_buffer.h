@@ -81,6 +81,8 @@ class ChunkBuffer {
   void Append(const uint8_t* data, size_t length);
   // Copies up to `max` unread bytes to `out` and returns how many.
   size_t Read(uint8_t* out, size_t max);
+  // Copies up to `max` unread bytes to `out` without reading them; returns how many.
+  size_t Peek(uint8_t* out, size_t max) const;
   // Reads up to `max` bytes like Read(), but hands `out` references to them in place (the
   // chunks live until the write that carries them completes); returns how many.
   size_t Splice(size_t max, WriteQueue& out);

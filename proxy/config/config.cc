@@ -93,7 +93,9 @@ constexpr std::string_view kListenerKeys[] = {"name",   "address", "proxy_protoc
                                               "tailscale_service"};
 constexpr std::string_view kListenerTlsKeys[] = {"source", "certificate", "private_key",
                                                  "client_ca", "handshake_timeout"};
-constexpr std::string_view kRouteKeys[] = {"match", "upstream", "allow", "mode"};
+constexpr std::string_view kRouteKeys[] = {"match", "upstream", "allow", "mode", "inspect"};
+constexpr const char* kGrpcAdapterService = "/flwr.proto.GrpcAdapter/";
+constexpr const char* kGrpcAdapterMethod = "/flwr.proto.GrpcAdapter/SendReceive";
 constexpr std::string_view kAllowKeys[] = {"tags", "users", "nodes", "capability"};
 constexpr std::string_view kLimitsKeys[] = {"max_concurrent_streams", "max_header_list_bytes",
                                             "stream_window_bytes",    "connection_window_bytes",
@@ -1110,6 +1112,19 @@ absl::Status Loader::ReadRoute(const Value& value, const Config& config, RouteCo
                           "identified peer is allowed)");
     }
   }
+  if (auto inspect = map.Get("inspect")) {
+    size_t choice = 0;
+    SEPAL_CONFIG_ASSIGN(choice, ReadChoice(*inspect, {"none", "grpc_adapter"}));
+    if (choice == 1) {
+      if (route->match != kGrpcAdapterService && route->match != kGrpcAdapterMethod) {
+        return Error(*inspect, absl::StrCat("inspect: grpc_adapter needs match: ",
+                                            kGrpcAdapterMethod, " (or the whole service, ",
+                                            kGrpcAdapterService, "), not ",
+                                            Quoted(route->match)));
+      }
+      route->inspect = RouteConfig::Inspect::kGrpcAdapter;
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -1417,6 +1432,9 @@ std::string Summarize(const Config& config) {
     if (listener.routes.empty()) absl::StrAppend(&out, "  (no routes: every call UNIMPLEMENTED)\n");
     for (const RouteConfig& route : listener.routes) {
       absl::StrAppend(&out, "  ", route.match, " -> ", route.upstream);
+      if (route.inspect == RouteConfig::Inspect::kGrpcAdapter) {
+        absl::StrAppend(&out, "  inspect: grpc_adapter (rules see the wrapped Fleet method)");
+      }
       if (!route.allow) {
         absl::StrAppend(&out, config.identity.provider == IdentityConfig::Provider::kNone
                                   ? "  allow: every peer (no identity provider: routing only)\n"

@@ -101,6 +101,11 @@ struct RouteConfig {
   // mode: audit — a call the allow rules deny is forwarded anyway, logged and counted as
   // decision="audit_deny" (identity failures are still refused). Default: enforce.
   bool audit = false;
+  // inspect: grpc_adapter — the route carries Flower's gRPC adapter transport
+  // (/flwr.proto.GrpcAdapter/SendReceive): sepal reads the wrapped Fleet request's name from
+  // the first message and authorizes, counts and logs the call as that Fleet method.
+  enum class Inspect { kNone, kGrpcAdapter };
+  Inspect inspect = Inspect::kNone;
 };
 
 enum class ProxyProtocol { kNone, kV1, kV2, kAny };

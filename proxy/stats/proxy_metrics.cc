@@ -75,6 +75,12 @@ const Families& GetFamilies() {
     f.authz_decisions = &r.AddCounter("sepal_authz_decisions_total",
                                       "Authorization decisions, by outcome and reason.",
                                       {"listener", "decision", "reason"});
+    f.grpc_adapter_inspections = &r.AddCounter(
+        "sepal_grpc_adapter_inspections_total",
+        "Calls on inspect: grpc_adapter routes, by what reading the wrapped message's name "
+        "found (ok; refused with INVALID_ARGUMENT: malformed, too_large, compressed, "
+        "unknown_message, extra_message).",
+        {"listener", "result"});
     f.identity_lookups = &r.AddCounter("sepal_identity_lookups_total",
                                        "Per-connection identity lookups, by result.", {"result"});
     f.identity_lookup_duration = &r.AddHistogram("sepal_identity_lookup_duration_seconds",

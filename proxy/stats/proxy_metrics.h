@@ -30,6 +30,7 @@ struct Families {
   metrics::GaugeFamily* tls_listener_certificate_expiry;  // listener
   metrics::GaugeFamily* peers_connected;      // listener
   metrics::CounterFamily* authz_decisions;    // listener, decision, reason
+  metrics::CounterFamily* grpc_adapter_inspections;  // listener, result
   metrics::CounterFamily* identity_lookups;   // result
   metrics::HistogramFamily* identity_lookup_duration;
   metrics::CounterFamily* upstream_connect_failures;  // upstream
@@ -76,6 +77,12 @@ class ListenerStats {
   }
   // `reason`: one of tls::reason (a bounded set).
   void TlsHandshakeError(std::string_view reason);
+  // A call on an `inspect: grpc_adapter` route; `result`: one of
+  // filters::grpc_adapter::result (static literals).
+  void AdapterInspection(std::string_view result) {
+    Cached(adapter_inspections_, GetFamilies().grpc_adapter_inspections, result)
+        .Increment(shard_);
+  }
   // `decision`: "allow", "deny" or "audit_deny" (a static literal).
   void AuthzDecision(std::string_view decision, std::string_view reason);
   // Bytes of one call by peer node (metrics.peer_node_label). At most kMaxPeerNodes nodes
@@ -108,6 +115,7 @@ class ListenerStats {
                            std::string_view label);
   LabelCache glitches_;
   LabelCache limit_rejections_;
+  LabelCache adapter_inspections_;
   metrics::Gauge streams_active_;
   metrics::Counter connections_total_;
   metrics::Gauge connections_active_;

@@ -11,6 +11,7 @@
 
 #include "filters/access_log/access_log.h"
 #include "filters/authz/authz_filter.h"
+#include "filters/grpc_adapter/adapter_inspector.h"
 #include "filters/identity_headers/identity_headers.h"
 #include "proxy/common/log.h"
 #include "proxy/common/log_rate_limit.h"
@@ -80,7 +81,7 @@ void ProxyStream::DropResponseBody() {
 void ProxyStream::RecordStats() {
   stats::ListenerStats& stats = downstream_.listener().stats();
   stats.StreamClosed();
-  std::string_view path = request_headers_.Get(":path");
+  std::string_view path = method_path();
   if (path.empty()) return;  // never became a call (e.g. header list too large)
   stats::MethodStats& method = stats.ForPath(path, route_ != nullptr);
   int code = final_code_ < 0 ? static_cast<int>(grpc::StatusCode::kUnknown) : final_code_;
@@ -183,6 +184,13 @@ void ProxyStream::OnRequestHeadersComplete(bool end_stream) {
                "no_route");
     return;
   }
+  if (route_->config->inspect == config::RouteConfig::Inspect::kGrpcAdapter) {
+    inspect_ = Inspect::kPending;
+    if (request_ended_) {
+      TryInspect();  // END_STREAM on the headers: no message at all
+      return;
+    }
+  }
   std::string_view timeout = request_headers_.Get("grpc-timeout");
   if (!timeout.empty()) {
     if (auto parsed = grpc::ParseGrpcTimeout(timeout)) StartDeadline(*parsed);
@@ -194,9 +202,65 @@ void ProxyStream::OnRequestHeadersComplete(bool end_stream) {
   downstream_.QueueAdmission(downstream_id_);
 }
 
+std::string_view ProxyStream::method_path() const {
+  return wrapped_method_.empty() ? request_headers_.Get(":path") : wrapped_method_;
+}
+
 void ProxyStream::ContinueAfterIdentity() {
   if (response_finished_) return;  // e.g. the deadline passed while waiting
-  std::string_view path = request_headers_.Get(":path");
+  if (inspect_ == Inspect::kPending) {
+    // A peer that is no tailnet node, or whose lookup failed, is refused whatever it calls:
+    // at once, without waiting for its message. Otherwise TryInspect authorizes the call
+    // once the wrapped method is known.
+    filters::AuthzDecision identity_check = filters::Authorize(
+        *route_->config, downstream_.lookup(), request_headers_.Get(":path"), downstream_.peer());
+    if (identity_check.allowed || identity_check.code == grpc::StatusCode::kPermissionDenied) {
+      identity_ready_ = true;
+      return;
+    }
+  }
+  AuthorizeAndDispatch();
+}
+
+void ProxyStream::TryInspect() {
+  namespace adapter = filters::grpc_adapter;
+  if (response_finished_) return;  // already answered (e.g. refused for its identity)
+  uint8_t prefix[adapter::kMaxInspectedBytes];
+  size_t n = request_body_.Peek(prefix, sizeof prefix);
+  adapter::Inspection inspection = adapter::Inspect({prefix, n}, request_ended_);
+  message_end_ = inspection.message_end;
+  if (inspection.outcome == adapter::Inspection::Outcome::kNeedMore) return;
+  stats::ListenerStats& stats = downstream_.listener().stats();
+  if (inspection.outcome == adapter::Inspection::Outcome::kRefused) {
+    inspect_ = Inspect::kDone;
+    stats.AdapterInspection(inspection.result);
+    static LogRateLimit log_refusals("grpc_adapter refusals");
+    if (log_refusals.Allow()) {
+      LogInfo("grpc_adapter: refused a call from ", downstream_.peer(), " on ",
+              downstream_.listener().name(), " (", inspection.result, "): ", inspection.message);
+    }
+    LocalReply(grpc::StatusCode::kInvalidArgument, inspection.message, inspection.result);
+    return;
+  }
+  inspect_ = Inspect::kDone;
+  wrapped_method_ = std::move(inspection.method);
+  if (RefusedExtraMessage()) return;
+  stats.AdapterInspection(adapter::result::kOk);
+  if (identity_ready_) AuthorizeAndDispatch();
+}
+
+bool ProxyStream::RefusedExtraMessage() {
+  // The wrapped method was read from, and authorized for, the first message only.
+  if (request_bytes_ <= message_end_) return false;
+  downstream_.listener().stats().AdapterInspection(filters::grpc_adapter::result::kExtraMessage);
+  LocalReply(grpc::StatusCode::kInvalidArgument,
+             "sepal: grpc_adapter: SendReceive is unary; the request carries a second message",
+             filters::grpc_adapter::result::kExtraMessage);
+  return true;
+}
+
+void ProxyStream::AuthorizeAndDispatch() {
+  std::string_view path = method_path();
   filters::AuthzDecision decision =
       filters::Authorize(*route_->config, downstream_.lookup(), path, downstream_.peer());
   decision_ = decision.label();
@@ -269,8 +333,11 @@ void ProxyStream::Dispatch() {
 }
 
 uint64_t ProxyStream::RequestStalledFor(uint64_t now_ticks) {
+  // An inspecting call waits on the client until its wrapped method arrives, whatever it
+  // has buffered.
   bool waiting_on_client = route_ != nullptr && !request_ended_ && !response_started_ &&
-                           !response_finished_ && request_body_.empty();
+                           !response_finished_ &&
+                           (request_body_.empty() || inspect_ == Inspect::kPending);
   if (!waiting_on_client) {
     progress_tick_ = now_ticks;
     return 0;
@@ -308,11 +375,20 @@ void ProxyStream::OnRequestData(const uint8_t* data, size_t length) {
     return;
   }
   request_body_.Append(data, length);
+  if (inspect_ == Inspect::kPending) {
+    TryInspect();
+    return;
+  }
+  if (inspect_ == Inspect::kDone && RefusedExtraMessage()) return;
   ResumeUpstreamSend();
 }
 
 void ProxyStream::OnRequestEnd() {
   request_ended_ = true;
+  if (inspect_ == Inspect::kPending) {
+    TryInspect();
+    return;
+  }
   ResumeUpstreamSend();
 }
 

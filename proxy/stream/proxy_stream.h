@@ -102,6 +102,17 @@ class ProxyStream {
  private:
   static int SendBodyFrame(const nghttp2_frame& frame, const uint8_t* frame_header,
                            size_t length, ChunkBuffer& body, Http2Connection& connection);
+  // The method the call is authorized, counted and logged as: its :path, or on an
+  // `inspect: grpc_adapter` route the wrapped Fleet method once it is read.
+  std::string_view method_path() const;
+  // Identity known (and, on an inspecting route, the wrapped method read): authorize the
+  // call and dispatch it, or refuse it.
+  void AuthorizeAndDispatch();
+  // inspect: grpc_adapter — reads the wrapped method from the buffered request prefix;
+  // refuses a malformed one.
+  void TryInspect();
+  // A body past the one message an inspected call may carry: refuse (true) the call.
+  bool RefusedExtraMessage();
   void Dispatch();
   // Peer limits, then the upstream's breaker; false if the call was refused (answered).
   bool Admit();
@@ -132,6 +143,14 @@ class ProxyStream {
   // The listener's routes when this stream began: a reload does not change them under it.
   ListenerRoutesPtr routes_;
   const Route* route_ = nullptr;  // in routes_->router
+
+  // inspect: grpc_adapter (filters/grpc_adapter): kPending until the first message's name
+  // is read; the call is authorized only then. identity_ready_: the identity arrived first.
+  enum class Inspect : uint8_t { kNone, kPending, kDone };
+  Inspect inspect_ = Inspect::kNone;
+  bool identity_ready_ = false;
+  std::string wrapped_method_;  // "/flwr.proto.Fleet/PullMessages"
+  uint64_t message_end_ = 0;    // body bytes of the one message an inspected call carries
 
   HeaderList request_headers_;
   HeaderList request_trailers_;

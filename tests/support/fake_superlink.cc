@@ -20,6 +20,7 @@
 #include "tests/proto/control.grpc.pb.h"
 #include "tests/proto/echo.grpc.pb.h"
 #include "tests/proto/fleet.grpc.pb.h"
+#include "tests/proto/grpcadapter.grpc.pb.h"
 
 namespace sepal::test {
 
@@ -311,6 +312,50 @@ class FleetService final : public flwr::proto::Fleet::Service {
   std::atomic<uint64_t> next_node_id_{1};
 };
 
+// flwr.proto.GrpcAdapter (--fleet-api-type grpc-adapter): SendReceive unwraps the Fleet
+// request named by grpc_message_name, counts it under that Fleet method too (so tests see what
+// really reached the SuperLink), and wraps the reply as Flower does: "<Method>Response"
+// carrying a FleetResponse that echoes node and payload. A name Flower does not know is
+// answered UNKNOWN, as Flower's servicer raises ValueError.
+class GrpcAdapterService final : public flwr::proto::GrpcAdapter::Service {
+ public:
+  explicit GrpcAdapterService(CallCounters& counters) : counters_(counters) {}
+
+  Status SendReceive(ServerContext* context, const flwr::proto::MessageContainer* request,
+                     flwr::proto::MessageContainer* response) override {
+    CallScope call(counters_, context, "/flwr.proto.GrpcAdapter/SendReceive");
+    if (!call.admitted()) return Rejected();
+    static constexpr std::string_view kKnown[] = {
+        "RegisterNode", "ActivateNode", "DeactivateNode", "UnregisterNode", "CreateNode",
+        "DeleteNode",   "Ping",         "SendNodeHeartbeat", "GetRun",      "GetFab",
+        "PullMessages", "PushMessages", "PullObject",   "PushObject", "ConfirmMessageReceived"};
+    const std::string& name = request->grpc_message_name();
+    std::string_view suffix = "Request";
+    std::string_view method = name;
+    if (method.ends_with(suffix)) method.remove_suffix(suffix.size());
+    if (!name.ends_with(suffix) ||
+        std::find(std::begin(kKnown), std::end(kKnown), method) == std::end(kKnown)) {
+      return Status(grpc::StatusCode::UNKNOWN, "Invalid grpc_message_name: " + name);
+    }
+    counters_.RecordCall(StrCat("/flwr.proto.Fleet/", method));
+    FleetRequest wrapped;
+    if (!wrapped.ParseFromString(request->grpc_message_content())) {
+      return Status(grpc::StatusCode::UNKNOWN, "cannot parse " + name);
+    }
+    FleetResponse reply;
+    *reply.mutable_node() = wrapped.node();
+    reply.set_payload(TakePayload(wrapped));
+    ReportMetadata(*context, reply.mutable_seen_metadata());
+    (*response->mutable_metadata())["grpc-message-qualname"] = StrCat(method, "Response");
+    response->set_grpc_message_name(StrCat(method, "Response"));
+    response->set_grpc_message_content(reply.SerializeAsString());
+    return Status::OK;
+  }
+
+ private:
+  CallCounters& counters_;
+};
+
 // flwr.proto.Control and its older name flwr.proto.Exec: unary methods echo run id and
 // payload; StreamLogs sends `log_lines` lines `interval_ms` apart.
 template <typename BaseService>
@@ -550,6 +595,7 @@ std::unique_ptr<FakeSuperLink> FakeSuperLink::Start(Options options) {
   link->shutdown_grace_ = options.shutdown_grace;
   CallCounters& counters = *link->counters_;
   link->services_.push_back(std::make_unique<FleetService>(counters));
+  link->services_.push_back(std::make_unique<GrpcAdapterService>(counters));
   link->services_.push_back(std::make_unique<ControlService<flwr::proto::Control::Service>>(
       counters, "flwr.proto.Control"));
   link->services_.push_back(

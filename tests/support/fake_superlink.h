@@ -76,7 +76,8 @@ class FakeSuperLink {
   // their handlers. Idempotent; the destructor calls it.
   void Shutdown();
 
-  // Calls that reached a handler, by full method name ("/flwr.proto.Fleet/CreateNode").
+  // Calls that reached a handler, by full method name ("/flwr.proto.Fleet/CreateNode"). A
+  // GrpcAdapter.SendReceive call is also counted under the Fleet method it wraps.
   int CallCount(const std::string& full_method) const;
   int TotalCallCount() const;
   bool WaitForCallCount(const std::string& full_method, int n,

@@ -188,11 +188,11 @@ TEST(ConfigJsonTest, Listeners) {
   const json::array& routes = fleet.at("routes").as_array();
   ASSERT_EQ(routes.size(), 2u);
   EXPECT_EQ(routes[0], json::parse(R"({"match":"/flwr.proto.Fleet/Ping",
-      "upstream":"superlink-fleet","allow":null,"mode":"enforce"})"));
+      "upstream":"superlink-fleet","allow":null,"mode":"enforce","inspect":"none"})"));
   EXPECT_EQ(routes[1], json::parse(R"({"match":"/flwr.proto.Fleet/",
       "upstream":"superlink-fleet","allow":{"tags":["tag:supernode"],
       "users":["alice@example.com"],"nodes":["supernode-a"],
-      "capability":"example.com/cap/flower"},"mode":"enforce"})"));
+      "capability":"example.com/cap/flower"},"mode":"enforce","inspect":"none"})"));
   EXPECT_EQ(fleet.at("limits"), json::parse(R"({"max_concurrent_streams":100,
       "max_header_list_bytes":32768,"stream_window_bytes":65535,
       "connection_window_bytes":1048576,"stream_reset_burst":50,"stream_reset_rate":5,

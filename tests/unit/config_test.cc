@@ -1174,6 +1174,33 @@ upstreams: [{name: superlink, address: "127.0.0.1:9091"}]
                         "provider: routing only)\n"));
 }
 
+std::string InspectRoute(const std::string& match, const std::string& inspect) {
+  return R"(
+listeners:
+  - name: fleet
+    address: 127.0.0.1:9092
+    routes:
+      - match: )" + match + R"(
+        upstream: up
+        inspect: )" + inspect + "\n" + std::string(kUpstreams);
+}
+
+TEST(ConfigTest, InspectGrpcAdapterOnlyOnTheAdapterMethod) {
+  for (const char* match : {"/flwr.proto.GrpcAdapter/SendReceive", "/flwr.proto.GrpcAdapter/"}) {
+    absl::StatusOr<Config> config = Parse(InspectRoute(match, "grpc_adapter"));
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->listeners[0].routes[0].inspect, RouteConfig::Inspect::kGrpcAdapter);
+  }
+  absl::StatusOr<Config> none = Parse(InspectRoute("/flwr.proto.Fleet/", "none"));
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(none->listeners[0].routes[0].inspect, RouteConfig::Inspect::kNone);
+  EXPECT_THAT(ErrorOf(InspectRoute("/flwr.proto.Fleet/", "grpc_adapter")),
+              HasSubstr("listeners[0].routes[0].inspect: inspect: grpc_adapter needs match: "
+                        "/flwr.proto.GrpcAdapter/SendReceive"));
+  EXPECT_THAT(ErrorOf(InspectRoute("/flwr.proto.GrpcAdapter/SendReceive", "adapter")),
+              HasSubstr("listeners[0].routes[0].inspect"));
+}
+
 }  // namespace
 }  // namespace sepal::config
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the hand-made seeds of the proxy_protocol, whois and localapi corpora.
+"""Writes the hand-made seeds of the proxy_protocol, whois, localapi and grpc_adapter corpora.
 
 Usage: tests/fuzz/tools/make_seeds.py [CORPUS_DIR]   (default: tests/fuzz/corpus)
 The downstream corpus comes from make_h2_seeds (a C++ tool on nghttp2's client API), the
@@ -90,11 +90,48 @@ def localapi():
     }
 
 
+def field(number, value):
+    """A length-delimited protobuf field (values under 16 KiB)."""
+    n, length = len(value), b""
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        length += bytes([byte | 0x80 if n else byte])
+        if not n:
+            return bytes([number << 3 | 2]) + length + value
+
+
+def grpc_frame(message, compressed=False):
+    return bytes([1 if compressed else 0]) + struct.pack("!I", len(message)) + message
+
+
+def grpc_adapter():
+    ended, open_ = b"\x01", b"\x00"
+    entry = lambda k, v: field(1, field(1, k) + field(2, v))
+    metadata = (entry(b"flower-package-name", b"flwr") + entry(b"flower-version", b"1.23.0") +
+                entry(b"grpc-message-module", b"flwr.proto.fleet_pb2") +
+                entry(b"grpc-message-qualname", b"PullMessagesRequest"))
+    name = field(2, b"PullMessagesRequest")
+    content = field(3, b"\x0a\x02\x08\x07\x12\x05model")
+    flower = grpc_frame(metadata + name + content)
+    return {
+        "flower-pull": ended + flower,
+        "flower-pull-open": open_ + flower[:60],
+        "name-only": ended + grpc_frame(field(2, b"GetRunRequest")),
+        "content-first": ended + grpc_frame(content + name),
+        "second-name": ended + grpc_frame(name + content + field(2, b"PushMessagesRequest")),
+        "compressed": ended + grpc_frame(metadata + name + content, compressed=True),
+        "big-metadata": open_ + grpc_frame(entry(b"padding", b"m" * 4200) + name + content),
+        "two-messages": ended + flower + grpc_frame(field(2, b"PushMessagesRequest")),
+        "unknown-fields": ended + grpc_frame(b"\x38\x96\x01\x45abcd" + name + content),
+        "not-a-request": ended + grpc_frame(field(2, b"Hello") + content),
+    }
+
+
 def main():
     root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..",
                                                                "corpus")
     for target, seeds in (("proxy_protocol", proxy_protocol()), ("whois", whois()),
-                          ("localapi", localapi())):
+                          ("localapi", localapi()), ("grpc_adapter", grpc_adapter())):
         os.makedirs(os.path.join(root, target), exist_ok=True)
         for name, data in seeds.items():
             with open(os.path.join(root, target, name), "wb") as out:
