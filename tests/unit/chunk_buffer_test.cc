@@ -38,6 +38,26 @@ TEST(ChunkBufferTest, PreservesBytesAcrossChunkBoundaries) {
   EXPECT_TRUE(buffer.empty());
 }
 
+TEST(ChunkBufferTest, PeekCopiesUnreadBytesAcrossChunksWithoutReadingThem) {
+  ChunkPool pool;
+  ChunkBuffer buffer(&pool);
+  buffer.EnableRetention(1 << 20);
+  std::string data = Pattern(2 * Chunk::kCapacity + 50);
+  buffer.Append(reinterpret_cast<const uint8_t*>(data.data()), data.size());
+  std::string skipped(Chunk::kCapacity - 10, '\0');
+  buffer.Read(reinterpret_cast<uint8_t*>(skipped.data()), skipped.size());
+  // From 10 bytes before the first boundary, over the second one, to the end.
+  std::string peeked(Chunk::kCapacity + 100, '\0');
+  size_t n = buffer.Peek(reinterpret_cast<uint8_t*>(peeked.data()), peeked.size());
+  ASSERT_EQ(n, Chunk::kCapacity + 60);
+  EXPECT_EQ(peeked.substr(0, n), data.substr(skipped.size()));
+  EXPECT_EQ(buffer.size(), Chunk::kCapacity + 60);
+  EXPECT_EQ(buffer.Peek(reinterpret_cast<uint8_t*>(peeked.data()), 3), 3u);
+  EXPECT_EQ(peeked.substr(0, 3), data.substr(skipped.size(), 3));
+  EXPECT_EQ(ReadAll(buffer, 777), data.substr(skipped.size()));
+  EXPECT_EQ(buffer.Peek(reinterpret_cast<uint8_t*>(peeked.data()), 10), 0u);
+}
+
 TEST(ChunkBufferTest, DrainedChunksReturnToThePool) {
   ChunkPool pool;
   {
