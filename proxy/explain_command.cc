@@ -138,11 +138,28 @@ void PrintPeerLimits(const config::PeerLimitsConfig& peer_limits,
 
 enum class Outcome { kNoRoute, kForwarded, kRefused };
 
+constexpr const char* kFleetService = "/flwr.proto.Fleet/";
+constexpr const char* kAdapterMethod = "/flwr.proto.GrpcAdapter/SendReceive";
+
+bool Inspects(const Route& route) {
+  return route.config->inspect == config::RouteConfig::Inspect::kGrpcAdapter;
+}
+
 Outcome ExplainOnListener(const config::Config& config, const config::ListenerConfig& listener,
                           const identity::LookupResult* lookup, const std::string& path,
                           const std::string& peer_text, bool only_listener) {
   Router router(listener, config);
   const Route* route = router.Match(path);
+  // A Fleet method with no route of its own may still arrive wrapped in the gRPC adapter's
+  // SendReceive, on a route that inspects it: that route authorizes the wrapped method.
+  bool via_adapter = false;
+  if (route == nullptr && path.starts_with(kFleetService)) {
+    const Route* adapter = router.Match(kAdapterMethod);
+    if (adapter != nullptr && Inspects(*adapter)) {
+      route = adapter;
+      via_adapter = true;
+    }
+  }
   if (route == nullptr && !only_listener) {
     std::printf("\nlistener %s (%s): no route for this method (UNIMPLEMENTED there)\n",
                 listener.name.c_str(), listener.address.text.c_str());
@@ -159,6 +176,16 @@ Outcome ExplainOnListener(const config::Config& config, const config::ListenerCo
   std::printf("  route:        %s (%s) -> upstream %s, mode %s\n", rc.match.c_str(),
               route->is_prefix ? "every method of the service" : "this method only",
               rc.upstream.c_str(), rc.audit ? "audit" : "enforce");
+  if (via_adapter) {
+    std::printf("  transport:    the gRPC adapter: %s carrying a %sRequest (inspect: "
+                "grpc_adapter authorizes the wrapped method)\n",
+                kAdapterMethod, path.substr(std::string_view(kFleetService).size()).c_str());
+  } else if (Inspects(*route)) {
+    std::printf("  inspect:      grpc_adapter: each call is authorized as the Fleet method its "
+                "MessageContainer wraps;\n                explain that method instead, e.g. "
+                "/flwr.proto.Fleet/PullMessages\n");
+    return Outcome::kRefused;
+  }
   const identity::PeerIdentity* peer =
       lookup != nullptr && lookup->kind == identity::LookupResult::Kind::kFound
           ? lookup->identity.get()

@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "tests/integration/proxy_fixture.h"
+#include "tests/proto/grpcadapter.pb.h"
 #include "tests/support/fake_tailscaled.h"
 #include "tests/support/h2_test_client.h"
 
@@ -141,6 +142,48 @@ TEST_F(ExplainTest, PrintsEachRuleTheRouteHasAndWhyItMatchedOrNot) {
   EXPECT_NE(output.find("MATCH peer has tag:supernode"), std::string::npos) << output;
   EXPECT_NE(output.find("peer limits:  the listener's: connections 16"), std::string::npos)
       << output;
+}
+
+// A listener serving Flower's gRPC adapter: a Fleet method is explained as the adapter route
+// authorizes it, and agrees with what a SendReceive wrapping it gets.
+TEST_F(ExplainTest, FleetMethodsAreExplainedThroughAnInspectingAdapterRoute) {
+  std::string adapter_yaml = yaml_;
+  const std::string fleet_route = "      - match: /flwr.proto.Fleet/\n";
+  ASSERT_NE(adapter_yaml.find(fleet_route), std::string::npos);
+  adapter_yaml.replace(adapter_yaml.find(fleet_route), fleet_route.size(),
+                       "      - match: /flwr.proto.GrpcAdapter/SendReceive\n"
+                       "        inspect: grpc_adapter\n");
+  std::ofstream(config_path_) << adapter_yaml;
+  std::string output;
+  EXPECT_EQ(Explain("127.0.0.2:41000 /flwr.proto.Fleet/PushMessages", &output), 0) << output;
+  EXPECT_NE(output.find("route:        /flwr.proto.GrpcAdapter/SendReceive (this method only)"),
+            std::string::npos) << output;
+  EXPECT_NE(output.find("transport:    the gRPC adapter: /flwr.proto.GrpcAdapter/SendReceive "
+                        "carrying a PushMessagesRequest"),
+            std::string::npos) << output;
+  EXPECT_NE(output.find("decision:     allow (tag)"), std::string::npos) << output;
+  output.clear();
+  EXPECT_EQ(Explain("127.0.0.3:41000 /flwr.proto.Fleet/PushMessages", &output), 1) << output;
+  EXPECT_NE(output.find("may not call /flwr.proto.Fleet/PushMessages"), std::string::npos)
+      << output;
+  // The proxy agrees: a SendReceive wrapping PushMessagesRequest from each peer.
+  StartSepal(adapter_yaml);
+  flwr::proto::MessageContainer container;
+  container.set_grpc_message_name("PushMessagesRequest");
+  for (auto [ip, status] : {std::pair{kSuperNode, 0}, std::pair{kAlice, 7}}) {
+    auto client = ConnectFrom(ip);
+    ASSERT_NE(client, nullptr);
+    int32_t id = client->SubmitRequest(
+        H2TestClient::GrpcRequestHeaders("/flwr.proto.GrpcAdapter/SendReceive"));
+    ASSERT_TRUE(client->SendData(id, H2TestClient::GrpcFrame(container.SerializeAsString()),
+                                 /*end_stream=*/true));
+    ASSERT_TRUE(client->WaitForStreamClose(id, std::chrono::seconds(5)));
+    EXPECT_EQ(client->stream(id).GrpcStatus(), status) << ip;
+  }
+  // SendReceive itself: the decision depends on the wrapped message.
+  output.clear();
+  EXPECT_EQ(Explain("127.0.0.2:41000 /flwr.proto.GrpcAdapter/SendReceive", &output), 1);
+  EXPECT_NE(output.find("explain that method instead"), std::string::npos) << output;
 }
 
 TEST_F(ExplainTest, TailscaledDownIsUnavailableAndBadArgumentsAreUsageErrors) {
