@@ -14,6 +14,7 @@
 #include "proxy/config/config.h"
 #include "proxy/grpc/grpc_status.h"
 #include "proxy/identity/provider_factory.h"
+#include "proxy/identity/tailscale_provider.h"
 #include "proxy/limits/peer_limits.h"
 #include "proxy/router/router.h"
 
@@ -22,10 +23,13 @@ namespace sepal {
 namespace {
 
 constexpr char kUsage[] =
-    "usage: sepal explain --config FILE [--listener NAME] PEER METHOD\n"
+    "usage: sepal explain --config FILE [--listener NAME] [--destination DEST] PEER METHOD\n"
     "  PEER    the caller's address: 100.64.0.2:41000, [fd7a:115c:a1e0::1]:41000 or a bare IP\n"
     "  METHOD  the gRPC path, /flwr.proto.Fleet/PullMessages (the leading / may be left out)\n"
     "  --listener  explain on this listener only (default: every listener)\n"
+    "  --destination  ask for the capabilities toward this tailnet IP or svc:NAME (default:\n"
+    "              with one listener explained, what it scopes by: its tailscale_service,\n"
+    "              or its address if that is a tailnet IP)\n"
     "exit status: 0 forwarded, 1 refused, 2 bad arguments or config\n";
 
 int Usage(const std::string& what) {
@@ -136,6 +140,20 @@ void PrintPeerLimits(const config::PeerLimitsConfig& peer_limits,
               cap(values.calls_burst).c_str());
 }
 
+// What a connection to `listener` is scoped to when its address is all that is known: its
+// Tailscale Service, or its address when that is a tailnet IP (a wildcard address depends on
+// what each peer dials).
+identity::LookupDestination ListenerDestination(const config::ListenerConfig& listener) {
+  identity::LookupDestination destination;
+  destination.service = listener.tailscale_service;
+  if (destination.service.empty() && listener.address.kind == config::SocketAddress::Kind::kTcp) {
+    boost::system::error_code ec;
+    boost::asio::ip::address ip = boost::asio::ip::make_address(listener.address.host, ec);
+    if (!ec && identity::TailscaleIdentityProvider::IsTailscaleAddress(ip)) destination.ip = ip;
+  }
+  return destination;
+}
+
 enum class Outcome { kNoRoute, kForwarded, kRefused };
 
 constexpr const char* kFleetService = "/flwr.proto.Fleet/";
@@ -221,7 +239,7 @@ Outcome ExplainOnListener(const config::Config& config, const config::ListenerCo
 }  // namespace
 
 int RunExplainCommand(int argc, char** argv) {
-  std::string config_path, listener_name;
+  std::string config_path, listener_name, destination_text;
   std::vector<std::string> positional;
   for (int i = 0; i < argc; ++i) {
     std::string_view arg = argv[i];
@@ -229,9 +247,10 @@ int RunExplainCommand(int argc, char** argv) {
       std::fputs(kUsage, stdout);
       return 0;
     }
-    if (arg == "--config" || arg == "--listener") {
+    if (arg == "--config" || arg == "--listener" || arg == "--destination") {
       if (i + 1 >= argc) return Usage(std::string(arg) + " needs a value");
-      (arg == "--config" ? config_path : listener_name) = argv[++i];
+      (arg == "--config" ? config_path : arg == "--listener" ? listener_name : destination_text) =
+          argv[++i];
     } else if (arg.starts_with("--")) {
       return Usage("unknown argument " + std::string(arg));
     } else {
@@ -264,11 +283,28 @@ int RunExplainCommand(int argc, char** argv) {
 
   std::unique_ptr<identity::IdentityProvider> provider =
       identity::MakeIdentityProvider(config->identity);
+  // The destination the capabilities are scoped to, as the proxy sends it to tailscaled.
+  identity::LookupDestination destination;
+  std::string destination_source;
+  if (!destination_text.empty()) {
+    std::optional<identity::LookupDestination> parsed =
+        identity::ParseLookupDestination(destination_text);
+    if (!parsed) return Usage("--destination " + destination_text + " is neither an IP nor svc:NAME");
+    destination = *parsed;
+    destination_source = "--destination";
+  } else if (listeners.size() == 1) {
+    destination = ListenerDestination(*listeners.front());
+    destination_source = StrCat("listener ", listeners.front()->name);
+  }
   std::optional<identity::LookupResult> lookup;
   std::string source;
   if (provider) {
     source = StrCat(provider->name(), " provider from ", config_path);
-    lookup = identity::LookupAndWait(*provider, *peer);
+    if (!destination.empty()) {
+      source += StrCat(", toward ", identity::DescribeDestination(destination), " (",
+                       destination_source, ")");
+    }
+    lookup = identity::LookupAndWait(*provider, *peer, destination);
   }
   std::string peer_text = peer->ToString();
   std::printf("call %s from %s\n", path.c_str(), peer_text.c_str());

@@ -22,8 +22,8 @@ namespace {
 void PrintUsage(FILE* out) {
   std::fprintf(out,
                "usage: sepal --config FILE [--check] [--log-level debug|info|warn|error]\n"
-               "       sepal whois ADDR [--socket PATH | --config FILE]\n"
-               "       sepal explain --config FILE [--listener NAME] PEER METHOD\n"
+               "       sepal whois ADDR [--socket PATH | --config FILE] [--destination DEST]\n"
+               "       sepal explain --config FILE [--listener NAME] [--destination DEST] PEER METHOD\n"
                "       sepal policy --config FILE [--superlink-tag TAG] [--tag-owner OWNER]\n"
                "       sepal --version\n"
                "\n"

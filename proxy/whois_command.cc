@@ -16,21 +16,25 @@ namespace sepal {
 namespace {
 
 constexpr char kUsage[] =
-    "usage: sepal whois ADDR [--socket PATH | --config FILE]\n"
+    "usage: sepal whois ADDR [--socket PATH | --config FILE] [--destination DEST]\n"
     "  ADDR     100.64.0.2:41000, [fd7a:115c:a1e0::1]:41000 or a bare IP\n"
     "  --socket tailscaled's LocalAPI socket (default /var/run/tailscale/tailscaled.sock)\n"
-    "  --config use the identity provider of this sepal config (tailscale or static)\n";
+    "  --config use the identity provider of this sepal config (tailscale or static)\n"
+    "  --destination  the capabilities toward this tailnet IP of this node, or toward the\n"
+    "           Tailscale Service svc:NAME (tailscaled 1.100 and later)\n";
 
 }  // namespace
 
 int RunWhoisCommand(int argc, char** argv) {
-  std::string addr_text, socket_path, config_path;
+  std::string addr_text, socket_path, config_path, destination_text;
   for (int i = 0; i < argc; ++i) {
     std::string_view arg = argv[i];
     if (arg == "--socket" && i + 1 < argc) {
       socket_path = argv[++i];
     } else if (arg == "--config" && i + 1 < argc) {
       config_path = argv[++i];
+    } else if (arg == "--destination" && i + 1 < argc) {
+      destination_text = argv[++i];
     } else if (arg == "--help" || arg == "-h") {
       std::fputs(kUsage, stdout);
       return 0;
@@ -46,6 +50,18 @@ int RunWhoisCommand(int argc, char** argv) {
     std::fprintf(stderr, "sepal whois: %s is not IP, IP:PORT or [IPv6]:PORT\n%s",
                  addr_text.c_str(), kUsage);
     return 2;
+  }
+
+  identity::LookupDestination destination;
+  if (!destination_text.empty()) {
+    std::optional<identity::LookupDestination> parsed =
+        identity::ParseLookupDestination(destination_text);
+    if (!parsed) {
+      std::fprintf(stderr, "sepal whois: --destination %s is neither an IP nor svc:NAME\n%s",
+                   destination_text.c_str(), kUsage);
+      return 2;
+    }
+    destination = *parsed;
   }
 
   std::unique_ptr<identity::IdentityProvider> provider;
@@ -70,9 +86,12 @@ int RunWhoisCommand(int argc, char** argv) {
     provider = std::make_unique<identity::TailscaleIdentityProvider>(tailscale);
   }
 
-  identity::LookupResult result = identity::LookupAndWait(*provider, *peer);
+  identity::LookupResult result = identity::LookupAndWait(*provider, *peer, destination);
 
   std::printf("peer %s (asked %s)\n", peer->ToString().c_str(), source.c_str());
+  if (!destination.empty()) {
+    std::printf("  toward:       %s\n", identity::DescribeDestination(destination).c_str());
+  }
   switch (result.kind) {
     case identity::LookupResult::Kind::kFound: {
       const identity::PeerIdentity& who = *result.identity;

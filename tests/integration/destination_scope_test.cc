@@ -5,7 +5,11 @@
 // svc:superlink; a capability route must honour exactly that.
 #include <unistd.h>
 
+#include <sys/wait.h>
+
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "tests/integration/loopback.h"
@@ -112,6 +116,54 @@ TEST_F(DestinationScopeTest, ListenerOfATailscaleServiceAsksTowardTheService) {
   const std::string target = tailscaled_->LastRequestTarget();
   EXPECT_NE(target.find("&svc_name=svc%3Asuperlink"), std::string::npos) << target;
   EXPECT_EQ(target.find("dst_ip"), std::string::npos) << target;
+}
+
+// The command-line tools ask toward a destination too: `sepal whois --destination` and
+// `sepal explain`, which by default scopes by the one listener it explains.
+std::pair<int, std::string> RunSepal(const std::string& args) {
+  std::string command = std::string(SEPAL_BINARY) + " " + args + " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  std::string output;
+  char buf[512];
+  while (fgets(buf, sizeof(buf), pipe) != nullptr) output += buf;
+  return {WEXITSTATUS(pclose(pipe)), output};
+}
+
+TEST_F(DestinationScopeTest, WhoisAndExplainAskTowardTheDestination) {
+  auto [plain_code, plain] = RunSepal("whois --socket " + socket_ + " " + kSuperNode);
+  EXPECT_EQ(plain_code, 0) << plain;
+  EXPECT_EQ(plain.find("example.com/cap/flower"), std::string::npos) << plain;
+  auto [toward_code, toward] = RunSepal("whois --socket " + socket_ + " --destination " +
+                                        kGrantedAddress + " " + kSuperNode);
+  EXPECT_EQ(toward_code, 0) << toward;
+  EXPECT_NE(toward.find("toward:       100.100.7.1"), std::string::npos) << toward;
+  EXPECT_NE(toward.find("example.com/cap/flower"), std::string::npos) << toward;
+  auto [bad_code, bad] = RunSepal("whois --socket " + socket_ + " --destination nowhere " +
+                                  kSuperNode);
+  EXPECT_EQ(bad_code, 2) << bad;
+
+  std::string config_path = socket_ + ".yaml";
+  std::ofstream(config_path) << ScopeConfig(socket_, backend_->address());
+  std::string explain = "explain --config " + config_path + " ";
+  // The service listener scopes by svc:superlink, toward which the grant holds.
+  auto [service_code, service] =
+      RunSepal(explain + "--listener service " + kSuperNode + " /flwr.proto.Fleet/PullMessages");
+  EXPECT_EQ(service_code, 0) << service;
+  EXPECT_NE(service.find("toward svc:superlink (listener service)"), std::string::npos)
+      << service;
+  EXPECT_NE(service.find("decision:     allow (capability)"), std::string::npos) << service;
+  // The fleet listener (a loopback address) sends no destination: nothing granted.
+  auto [fleet_code, fleet] =
+      RunSepal(explain + "--listener fleet " + kSuperNode + " /flwr.proto.Fleet/PullMessages");
+  EXPECT_EQ(fleet_code, 1) << fleet;
+  EXPECT_NE(fleet.find("deny (no_rule_matched)"), std::string::npos) << fleet;
+  // ... unless told what the peer dialled.
+  auto [dialled_code, dialled] =
+      RunSepal(explain + "--listener fleet --destination " + kGrantedAddress + " " + kSuperNode +
+               " /flwr.proto.Fleet/PullMessages");
+  EXPECT_EQ(dialled_code, 0) << dialled;
+  EXPECT_NE(dialled.find("toward 100.100.7.1 (--destination)"), std::string::npos) << dialled;
+  std::filesystem::remove(config_path);
 }
 
 }  // namespace
