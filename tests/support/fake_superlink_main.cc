@@ -27,7 +27,7 @@ int Usage(std::string_view error) {
                "      Flower's grpcio server does past maximum_concurrent_rpcs (0 = unlimited)\n"
                "  --stats-file PATH: rewrite PATH (tmp file + rename) every 200 ms with one line\n"
                "      {\"calls\":N,\"active\":N,\"peak\":N,\"rejected\":N,\"cancelled\":N}\n"
-               "  serves Fleet, Control, Exec and sepal.test.Echo until SIGTERM or SIGINT\n";
+               "  serves Fleet, GrpcAdapter, Control, Exec and sepal.test.Echo until SIGTERM or SIGINT\n";
   return 2;
 }
 

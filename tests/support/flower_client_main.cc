@@ -28,6 +28,7 @@
 
 #include "tests/proto/control.grpc.pb.h"
 #include "tests/proto/fleet.grpc.pb.h"
+#include "tests/proto/grpcadapter.grpc.pb.h"
 #include "tests/support/fake_superlink.h"
 
 namespace {
@@ -59,6 +60,7 @@ struct Options {
   uint64_t run_id = 0;
   std::optional<grpc::StatusCode> expect;
   bool show_metadata = false;
+  bool grpc_adapter = false;  // Fleet calls wrapped in GrpcAdapter.SendReceive
   uint32_t repeat = 1;
   std::chrono::milliseconds interval{0};
   std::vector<std::string> methods;  // called in this order on one connection
@@ -96,6 +98,9 @@ int Usage(std::string_view error) {
       "  --repeat N        call the METHODs N times over (default 1), on the same connection\n"
       "  --interval D      pause between two rounds of --repeat (default 0)\n"
       "  --show-metadata   also print the metadata the upstream reports it received\n"
+      "  --grpc-adapter    send Fleet METHODs as a SuperNode on --grpc-adapter does: wrapped\n"
+      "                    in /flwr.proto.GrpcAdapter/SendReceive (grpc_message_name\n"
+      "                    PullMessagesRequest, ...)\n"
       "  --expect CODE     exit 0 iff every call ends with CODE (name like UNIMPLEMENTED, or\n"
       "                    number); without it, exit 0 iff every call returned OK\n"
       "prints one line per call; exit status: 0 as above, 1 otherwise, 2 on a usage error\n");
@@ -202,6 +207,10 @@ int ParseArgs(int argc, char** argv, Options* options) {
     }
     if (arg == "--show-metadata") {
       options->show_metadata = true;
+      continue;
+    }
+    if (arg == "--grpc-adapter") {
+      options->grpc_adapter = true;
       continue;
     }
     if (!arg.starts_with("--")) {
@@ -339,6 +348,36 @@ Outcome CallFleet(FleetMethod method, const std::shared_ptr<grpc::Channel>& chan
   return outcome;
 }
 
+// A Fleet call as the gRPC adapter transport carries it: the request wrapped in a
+// MessageContainer with Flower's metadata, the reply unwrapped.
+Outcome CallThroughAdapter(std::string_view name, const std::shared_ptr<grpc::Channel>& channel,
+                           grpc::ClientContext* context, const Options& options) {
+  flwr::proto::GrpcAdapter::Stub stub(channel);
+  FleetRequest request;
+  request.set_payload(sepal::test::FakeSuperLink::MakePayload(options.payload_bytes));
+  const std::string message_name = std::string(name) + "Request";
+  flwr::proto::MessageContainer container;
+  auto& metadata = *container.mutable_metadata();
+  metadata["flower-package-name"] = "flwr";
+  metadata["grpc-message-module"] = "flwr.proto.fleet_pb2";
+  metadata["grpc-message-qualname"] = message_name;
+  container.set_grpc_message_name(message_name);
+  container.set_grpc_message_content(request.SerializeAsString());
+  flwr::proto::MessageContainer reply;
+  Outcome outcome;
+  outcome.status = stub.SendReceive(context, container, &reply);
+  outcome.details.push_back("via GrpcAdapter");
+  if (outcome.status.ok()) {
+    FleetResponse response;
+    response.ParseFromString(reply.grpc_message_content());
+    outcome.details.push_back(reply.grpc_message_name());
+    AddBytesSent(options, &outcome);
+    outcome.details.push_back(BytesBack(reply.ByteSizeLong()));
+    KeepSeenMetadata(response, &outcome);
+  }
+  return outcome;
+}
+
 // flwr.proto.Control and its older name flwr.proto.Exec share methods and messages.
 template <typename Service>
 std::optional<Outcome> CallControl(std::string_view name,
@@ -463,6 +502,9 @@ Outcome Call(const std::string& method, const std::shared_ptr<grpc::Channel>& ch
   const auto slash = path.find('/', 1);
   const std::string_view service = path.substr(1, slash - 1);
   const std::string_view name = path.substr(slash + 1);
+  if (service == "flwr.proto.Fleet" && options.grpc_adapter) {
+    return CallThroughAdapter(name, channel, context, options);
+  }
   if (service == "flwr.proto.Fleet") {
     const auto it = FleetMethods().find(name);
     if (it != FleetMethods().end()) return CallFleet(it->second, channel, context, options);
