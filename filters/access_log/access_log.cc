@@ -81,6 +81,8 @@ void AppendAccessLogLine(const AccessLogEntry& entry, std::string* out) {
   } else {
     out->append("null");
   }
+  // Only on HTTP/1.1 (REST) listeners: the status the client got.
+  if (entry.http_status > 0) out->append(StrCat(",\"http_status\":", entry.http_status));
   out->append(",\"decision\":");
   if (entry.decision.empty()) {
     out->append("null");

@@ -24,6 +24,7 @@ struct AccessLogEntry {
   const identity::PeerIdentity* identity = nullptr;  // null: not identified
   std::string_view method;                     // the request's :path
   int grpc_status = -1;                        // -1: the call ended without one
+  int http_status = 0;                         // REST (HTTP/1.1) requests only
   std::string_view decision;                   // "allow", "deny", or "" (never authorized)
   std::string_view reason;                     // authz reason or local-reply reason
   double duration_seconds = 0;

@@ -74,6 +74,7 @@ enum class Section {
   kPeerLimitOverride,
   kCircuitBreaker,
   kMemory,
+  kHttp1,
 };
 
 constexpr std::string_view kRootKeys[] = {"admin",    "metrics",    "memory",    "workers",
@@ -86,11 +87,11 @@ constexpr std::string_view kIdentityTailscaleKeys[] = {"socket", "cache_ttl", "l
 constexpr std::string_view kStaticIdentityKeys[] = {"match", "node", "user", "tags",
                                                     "capabilities"};
 constexpr std::string_view kUpstreamKeys[] = {"name", "address", "tls", "connect_timeout",
-                                              "circuit_breaker"};
+                                              "circuit_breaker", "protocol"};
 constexpr std::string_view kUpstreamTlsKeys[] = {"ca", "server_name", "certificate", "private_key"};
 constexpr std::string_view kListenerKeys[] = {"name",   "address", "proxy_protocol", "tls",
                                               "routes", "limits",  "peer_limits",
-                                              "tailscale_service"};
+                                              "tailscale_service", "protocol", "http1"};
 constexpr std::string_view kListenerTlsKeys[] = {"source", "certificate", "private_key",
                                                  "client_ca", "handshake_timeout"};
 constexpr std::string_view kRouteKeys[] = {"match", "upstream", "allow", "mode", "inspect"};
@@ -110,6 +111,9 @@ constexpr std::string_view kPeerLimitOverrideKeys[] = {
 constexpr std::string_view kCircuitBreakerKeys[] = {
     "max_concurrent_streams", "max_pending_streams", "max_new_streams_per_second"};
 constexpr std::string_view kMemoryKeys[] = {"high_watermark_bytes", "low_watermark_bytes"};
+constexpr std::string_view kHttp1Keys[] = {
+    "max_request_line_bytes", "max_header_bytes", "max_headers", "header_timeout",
+    "idle_timeout", "body_timeout", "max_body_bytes", "upstream_timeout"};
 
 struct SectionKeys {
   Section section;
@@ -138,13 +142,14 @@ constexpr SectionKeys kSections[] = {
     {Section::kPeerLimitOverride, "listeners[].peer_limits.overrides[]", kPeerLimitOverrideKeys},
     {Section::kCircuitBreaker, "upstreams[].circuit_breaker", kCircuitBreakerKeys},
     {Section::kMemory, "memory", kMemoryKeys},
+    {Section::kHttp1, "listeners[].http1", kHttp1Keys},
 };
 
 constexpr bool SectionsInOrder() {
   for (size_t i = 0; i < std::size(kSections); ++i) {
     if (static_cast<size_t>(kSections[i].section) != i) return false;
   }
-  return std::size(kSections) == static_cast<size_t>(Section::kMemory) + 1;
+  return std::size(kSections) == static_cast<size_t>(Section::kHttp1) + 1;
 }
 static_assert(SectionsInOrder(), "kSections must list every Section once, in enum order");
 
@@ -407,9 +412,12 @@ class Loader {
                             ListenerConfig* listener) const;
   absl::Status ReadListenerTls(const Value& value, ListenerTlsConfig* tls) const;
   absl::Status ReadUpstreamTls(const Value& value, UpstreamTlsConfig* tls) const;
-  absl::Status ReadRoutes(const Value& value, const Config& config,
+  absl::Status ReadRoutes(const Value& value, const Config& config, Protocol protocol,
                           std::vector<RouteConfig>* routes) const;
-  absl::Status ReadRoute(const Value& value, const Config& config, RouteConfig* route) const;
+  absl::Status ReadRoute(const Value& value, const Config& config, Protocol protocol,
+                         RouteConfig* route) const;
+  absl::Status ReadProtocol(const Map& map, Protocol* protocol) const;
+  absl::Status ReadHttp1(const Value& value, Http1Limits* limits) const;
   absl::Status ReadAllow(const Value& value, AllowRules* allow) const;
   absl::Status ReadLimits(const Value& value, Http2Limits* limits) const;
   // Reads an unsigned integer key of `map`, if present, into *field.
@@ -889,6 +897,37 @@ absl::Status Loader::ReadUpstream(const Value& value, UpstreamConfig* upstream) 
   if (auto breaker = map.Get("circuit_breaker")) {
     SEPAL_CONFIG_TRY(ReadCircuitBreaker(*breaker, &upstream->circuit_breaker));
   }
+  SEPAL_CONFIG_TRY(ReadProtocol(map, &upstream->protocol));
+  return absl::OkStatus();
+}
+
+absl::Status Loader::ReadProtocol(const Map& map, Protocol* protocol) const {
+  if (auto value = map.Get("protocol")) {
+    size_t choice = 0;
+    SEPAL_CONFIG_ASSIGN(choice, ReadChoice(*value, {"h2", "http1"}));
+    *protocol = choice == 0 ? Protocol::kHttp2 : Protocol::kHttp1;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Loader::ReadHttp1(const Value& value, Http1Limits* limits) const {
+  Map map;
+  SEPAL_CONFIG_ASSIGN(map, OpenMap(value, Section::kHttp1));
+  constexpr uint64_t kMaxUint32 = std::numeric_limits<uint32_t>::max();
+  SEPAL_CONFIG_TRY(ReadOptionalInteger(map, "max_request_line_bytes", 64, 1 << 20,
+                                       &limits->max_request_line_bytes));
+  SEPAL_CONFIG_TRY(ReadOptionalInteger(map, "max_header_bytes", 1024, 1 << 20,
+                                       &limits->max_header_bytes));
+  SEPAL_CONFIG_TRY(ReadOptionalInteger(map, "max_headers", 1, kMaxUint32, &limits->max_headers));
+  SEPAL_CONFIG_TRY(ReadOptionalInteger(map, "max_body_bytes", 0,
+                                       std::numeric_limits<uint64_t>::max(),
+                                       &limits->max_body_bytes));
+  for (auto [key, field] : {std::pair{"header_timeout", &limits->header_timeout},
+                            std::pair{"idle_timeout", &limits->idle_timeout},
+                            std::pair{"body_timeout", &limits->body_timeout},
+                            std::pair{"upstream_timeout", &limits->upstream_timeout}}) {
+    if (auto timeout = map.Get(key)) SEPAL_CONFIG_ASSIGN(*field, ReadDuration(*timeout));
+  }
   return absl::OkStatus();
 }
 
@@ -960,9 +999,22 @@ absl::Status Loader::ReadListener(const Value& value, const Config& config,
     SEPAL_CONFIG_TRY(ReadListenerTls(*tls, &tls_config));
     listener->tls = std::move(tls_config);
   }
+  SEPAL_CONFIG_TRY(ReadProtocol(map, &listener->protocol));
+  if (listener->tls) listener->tls->alpn = listener->protocol;
   if (auto routes = map.Get("routes"))
-    SEPAL_CONFIG_TRY(ReadRoutes(*routes, config, &listener->routes));
-  if (auto limits = map.Get("limits")) SEPAL_CONFIG_TRY(ReadLimits(*limits, &listener->limits));
+    SEPAL_CONFIG_TRY(ReadRoutes(*routes, config, listener->protocol, &listener->routes));
+  if (auto limits = map.Get("limits")) {
+    if (listener->protocol == Protocol::kHttp1) {
+      return Error(*limits, "limits: are HTTP/2 limits; a protocol: http1 listener takes http1:");
+    }
+    SEPAL_CONFIG_TRY(ReadLimits(*limits, &listener->limits));
+  }
+  if (auto http1 = map.Get("http1")) {
+    if (listener->protocol != Protocol::kHttp1) {
+      return Error(*http1, "http1: needs protocol: http1 on this listener");
+    }
+    SEPAL_CONFIG_TRY(ReadHttp1(*http1, &listener->http1));
+  }
   if (auto peer_limits = map.Get("peer_limits")) {
     SEPAL_CONFIG_TRY(ReadPeerLimits(*peer_limits, &listener->peer_limits));
   }
@@ -1047,19 +1099,44 @@ absl::Status CheckRouteMatch(const std::string& match) {
   return absl::OkStatus();
 }
 
+// An HTTP/1.1 (REST) route: "/api/v0/fleet/" (every path under it) or an exact path.
+absl::Status CheckHttpPathMatch(const std::string& match) {
+  if (match.empty() || match[0] != '/') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("route match ", Quoted(match), " must start with \"/\""));
+  }
+  if (match.find('*') != std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("route match ", Quoted(match),
+                     " has a wildcard; use \"/api/v0/fleet/\" for every path under it or an "
+                     "exact path such as \"/api/v0/fleet/pull-messages\""));
+  }
+  bool ok = match.find("//") == std::string::npos && match.find('?') == std::string::npos &&
+            match.find("/../") == std::string::npos && match.find("/./") == std::string::npos &&
+            std::none_of(match.begin(), match.end(), [](char c) {
+              return c <= ' ' || c == 0x7f || c == '%' || c == '#';
+            });
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "route match ", Quoted(match),
+        " must be a plain path (no \"//\", \"?\", \"%\", \"#\", dot segments or spaces)"));
+  }
+  return absl::OkStatus();
+}
+
 // True when every path `later` matches was already claimed by `earlier` (first match wins).
 bool Shadows(const std::string& earlier, const std::string& later) {
   if (earlier.back() == '/') return later.compare(0, earlier.size(), earlier) == 0;
   return earlier == later;
 }
 
-absl::Status Loader::ReadRoutes(const Value& value, const Config& config,
+absl::Status Loader::ReadRoutes(const Value& value, const Config& config, Protocol protocol,
                                 std::vector<RouteConfig>* routes) const {
   std::vector<Value> items;
   SEPAL_CONFIG_ASSIGN(items, ReadList(value));
   for (const Value& item : items) {
     RouteConfig route;
-    SEPAL_CONFIG_TRY(ReadRoute(item, config, &route));
+    SEPAL_CONFIG_TRY(ReadRoute(item, config, protocol, &route));
     for (size_t i = 0; i < routes->size(); ++i) {
       if (Shadows((*routes)[i].match, route.match)) {
         return ErrorAt(
@@ -1073,13 +1150,16 @@ absl::Status Loader::ReadRoutes(const Value& value, const Config& config,
   return absl::OkStatus();
 }
 
-absl::Status Loader::ReadRoute(const Value& value, const Config& config, RouteConfig* route) const {
+absl::Status Loader::ReadRoute(const Value& value, const Config& config, Protocol protocol,
+                               RouteConfig* route) const {
   Map map;
   SEPAL_CONFIG_ASSIGN(map, OpenMap(value, Section::kRoute));
   Value match;
   SEPAL_CONFIG_ASSIGN(match, map.Require(*this, "match"));
   SEPAL_CONFIG_ASSIGN(route->match, ReadString(match));
-  if (absl::Status status = CheckRouteMatch(route->match); !status.ok()) {
+  if (absl::Status status = protocol == Protocol::kHttp1 ? CheckHttpPathMatch(route->match)
+                                                          : CheckRouteMatch(route->match);
+      !status.ok()) {
     return Error(match, std::string(status.message()));
   }
   Value upstream;
@@ -1092,6 +1172,14 @@ absl::Status Loader::ReadRoute(const Value& value, const Config& config, RouteCo
                                      : absl::StrCat("known: ", absl::StrJoin(known, ", "));
     return Error(upstream,
                  absl::StrCat("unknown upstream ", Quoted(route->upstream), " (", hint, ")"));
+  }
+  if (const UpstreamConfig* target = config.FindUpstream(route->upstream);
+      target->protocol != protocol) {
+    return Error(upstream, absl::StrCat("upstream ", Quoted(route->upstream), " speaks ",
+                                        std::string(ProtocolName(target->protocol)),
+                                        ", this listener ", std::string(ProtocolName(protocol)),
+                                        " (set the same protocol on both; sepal does not "
+                                        "translate between gRPC and REST)"));
   }
   if (auto allow_value = map.Get("allow")) {
     // Without an identity provider nobody is identified, so an allow rule could only ever
@@ -1115,6 +1203,9 @@ absl::Status Loader::ReadRoute(const Value& value, const Config& config, RouteCo
   if (auto inspect = map.Get("inspect")) {
     size_t choice = 0;
     SEPAL_CONFIG_ASSIGN(choice, ReadChoice(*inspect, {"none", "grpc_adapter"}));
+    if (choice == 1 && protocol == Protocol::kHttp1) {
+      return Error(*inspect, "inspect: grpc_adapter is for gRPC (protocol: h2) listeners");
+    }
     if (choice == 1) {
       if (route->match != kGrpcAdapterService && route->match != kGrpcAdapterMethod) {
         return Error(*inspect, absl::StrCat("inspect: grpc_adapter needs match: ",
@@ -1367,6 +1458,10 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
   return config;
 }
 
+std::string_view ProtocolName(Protocol protocol) {
+  return protocol == Protocol::kHttp1 ? "http1" : "h2";
+}
+
 std::string_view ProxyProtocolName(ProxyProtocol protocol) {
   static constexpr std::string_view kNames[] = {"none", "v1", "v2", "any"};
   return kNames[static_cast<int>(protocol)];
@@ -1420,7 +1515,10 @@ std::string Summarize(const Config& config) {
         absl::StrAppend(&out, " (certificate from tailscaled)");
       }
     } else {
-      absl::StrAppend(&out, " h2c");
+      absl::StrAppend(&out, listener.protocol == Protocol::kHttp1 ? " cleartext" : " h2c");
+    }
+    if (listener.protocol != Protocol::kHttp2) {
+      absl::StrAppend(&out, " protocol ", std::string(ProtocolName(listener.protocol)));
     }
     if (listener.proxy_protocol != ProxyProtocol::kNone) {
       absl::StrAppend(&out, " proxy_protocol ", std::string(ProxyProtocolName(listener.proxy_protocol)));
@@ -1429,7 +1527,11 @@ std::string Summarize(const Config& config) {
       absl::StrAppend(&out, " tailscale_service ", listener.tailscale_service);
     }
     absl::StrAppend(&out, "\n");
-    if (listener.routes.empty()) absl::StrAppend(&out, "  (no routes: every call UNIMPLEMENTED)\n");
+    if (listener.routes.empty()) {
+      absl::StrAppend(&out, listener.protocol == Protocol::kHttp1
+                                ? "  (no routes: every request 404)\n"
+                                : "  (no routes: every call UNIMPLEMENTED)\n");
+    }
     for (const RouteConfig& route : listener.routes) {
       absl::StrAppend(&out, "  ", route.match, " -> ", route.upstream);
       if (route.inspect == RouteConfig::Inspect::kGrpcAdapter) {
@@ -1487,6 +1589,9 @@ std::string Summarize(const Config& config) {
         absl::StrAppend(&out, " server_name ", upstream.tls->server_name);
       }
       if (!upstream.tls->certificate.empty()) absl::StrAppend(&out, " client-cert");
+    }
+    if (upstream.protocol != Protocol::kHttp2) {
+      absl::StrAppend(&out, " protocol ", std::string(ProtocolName(upstream.protocol)));
     }
     absl::StrAppend(&out, ", connect_timeout ", FormatDuration(upstream.connect_timeout), "\n");
     const CircuitBreakerConfig& breaker = upstream.circuit_breaker;

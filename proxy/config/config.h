@@ -72,6 +72,11 @@ struct AccessLogConfig {
   bool operator==(const AccessLogConfig&) const = default;
 };
 
+// What a listener speaks to clients, or an upstream to the SuperLink: HTTP/2 (gRPC, the
+// default) or HTTP/1.1 (Flower's Fleet REST transport, `protocol: http1`).
+enum class Protocol { kHttp2, kHttp1 };
+std::string_view ProtocolName(Protocol protocol);
+
 struct ListenerTlsConfig {
   // Where the certificate and key come from: PEM files, or tailscaled's LocalAPI (the
   // node's MagicDNS certificate, fetched over identity.tailscale.socket).
@@ -82,6 +87,8 @@ struct ListenerTlsConfig {
   Source source = Source::kFiles;
   // From accept (or the end of the PROXY header) to a finished handshake.
   std::chrono::milliseconds handshake_timeout = std::chrono::seconds(10);
+  // ALPN: "h2" only, or on a `protocol: http1` listener "http/1.1" (or none offered).
+  Protocol alpn = Protocol::kHttp2;
 
   bool operator==(const ListenerTlsConfig&) const = default;
 };
@@ -134,6 +141,25 @@ struct Http2Limits {
   bool operator==(const Http2Limits&) const = default;
 };
 
+// HTTP/1.1 limits with safe defaults (listeners[].http1, on `protocol: http1` listeners).
+struct Http1Limits {
+  uint32_t max_request_line_bytes = 8 * 1024;  // method, target and version: else 414
+  uint32_t max_header_bytes = 16 * 1024;       // request line and header fields: else 431
+  uint32_t max_headers = 64;                   // header fields: else 431
+  // Slow headers: from a request's first byte to its last header line; else 408 and close.
+  Duration header_timeout = std::chrono::seconds(10);
+  // Keep-alive: a connection with no request for this long is closed.
+  Duration idle_timeout = std::chrono::seconds(75);
+  // Slow bodies: no request body byte for this long while sepal waits for one: 408, close.
+  Duration body_timeout = std::chrono::seconds(30);
+  // Request bodies larger than this are refused with 413 (Flower objects go up to 2 GiB).
+  uint64_t max_body_bytes = (uint64_t{2} << 30) + (uint64_t{64} << 20);
+  // From the request's end to the upstream's response headers; else 504.
+  Duration upstream_timeout = std::chrono::seconds(300);
+
+  bool operator==(const Http1Limits&) const = default;
+};
+
 // Per-peer fairness caps (listeners[].peer_limits); 0 = no cap. A peer is a tailnet node, or
 // an address when no identity provider is configured.
 struct PeerLimitValues {
@@ -172,7 +198,9 @@ struct ListenerConfig {
   std::string tailscale_service;
   std::optional<ListenerTlsConfig> tls;
   std::vector<RouteConfig> routes;
-  Http2Limits limits;
+  Protocol protocol = Protocol::kHttp2;
+  Http2Limits limits;  // protocol h2
+  Http1Limits http1;   // protocol http1
   PeerLimitsConfig peer_limits;
 };
 
@@ -205,6 +233,9 @@ struct UpstreamConfig {
   std::optional<UpstreamTlsConfig> tls;
   Duration connect_timeout = std::chrono::seconds(5);
   CircuitBreakerConfig circuit_breaker;
+  // h2: one HTTP/2 connection carries many calls; http1: a pool of keep-alive HTTP/1.1
+  // connections, one request at a time each (the SuperLink's REST listener).
+  Protocol protocol = Protocol::kHttp2;
 
   // A reload keeps the worker's connection pool of an upstream whose config is unchanged.
   bool operator==(const UpstreamConfig&) const = default;

@@ -13,6 +13,9 @@
 
 #include "filters/identity_headers/identity_headers.h"
 #include "proxy/config/config.h"
+#include "proxy/front/client_connection.h"
+#include "proxy/front/connection_front.h"
+#include "proxy/front/connection_peer.h"
 #include "proxy/http2/http2_connection.h"
 #include "proxy/identity/identity.h"
 #include "proxy/limits/glitch_counter.h"
@@ -25,7 +28,9 @@ namespace sepal {
 class ProxyStream;
 class Listener;
 
-class DownstreamConnection final : public Http2Connection {
+class DownstreamConnection final : public Http2Connection,
+                                   public ClientConnection,
+                                   private ConnectionFront::Owner {
  public:
   // `local_ip`: the address the peer connected to (the PROXY header's destination replaces
   // it), sent to tailscaled to scope the peer's capabilities.
@@ -35,23 +40,23 @@ class DownstreamConnection final : public Http2Connection {
 
   void Start();
   // Graceful shutdown: GOAWAY; the connection closes once its streams are done.
-  void BeginShutdown(bool final_goaway);
-  void ForceClose(std::string_view reason) { Close(reason); }
+  void BeginShutdown(bool final_goaway) override;
+  void ForceClose(std::string_view reason) override { Close(reason); }
 
-  Listener& listener() const { return listener_; }
-  const std::string& peer() const { return peer_; }
+  Listener& listener() const override { return listener_; }
+  const std::string& peer() const { return endpoints_.peer_text; }
 
   // Called by nghttp2 when a stream is finished; destroys the ProxyStream.
   void DestroyStream(int32_t stream_id);
 
   // --- Peer identity, looked up once per connection before its first stream is routed.
-  bool identity_pending() const { return identity_state_ == IdentityState::kPending; }
+  bool identity_pending() const { return peer_session_.pending(); }
   // The lookup result; null when no identity provider is configured.
-  const identity::LookupResult* lookup() const {
-    return identity_state_ == IdentityState::kNone ? nullptr : &lookup_;
-  }
+  const identity::LookupResult* lookup() const { return peer_session_.lookup(); }
   // Metadata to add to every request; null unless the peer was identified.
-  const filters::IdentityHeaders* identity_headers() const { return identity_headers_.get(); }
+  const filters::IdentityHeaders* identity_headers() const {
+    return peer_session_.identity_headers();
+  }
   // Parks a stream until the lookup completes (bounded by max_concurrent_streams).
   void WaitForIdentity(int32_t stream_id) { waiting_for_identity_.push_back(stream_id); }
   // A stream whose request headers completed in the bytes being processed now: it is
@@ -66,52 +71,37 @@ class DownstreamConnection final : public Http2Connection {
   std::string_view AdmitCall(std::chrono::steady_clock::time_point now,
                              std::shared_ptr<limits::Peer>* slot, std::string* message);
   // Records a finished call in the activity of the peer this connection counts against
-  // (/peers). A call that ends before the peer is known (no route: answered at once, not
-  // waiting for tailscaled) is kept, up to kMaxCallsBeforeIdentity, until it is; a
-  // connection that never takes a peer slot (over the connection cap, no peer table)
-  // records nothing.
+  // (/peers; see ConnectionPeer::RecordCall).
   void RecordCall(std::string_view path, int grpc_status, uint64_t request_bytes,
-                  uint64_t response_bytes, std::string_view reason);
-  // What of a path a peer's activity keeps: the client chooses it (a service-prefix route
-  // admits any method name), so 32 of them per peer stay small.
-  static constexpr size_t kMaxRecordedPath = 128;
-  static constexpr size_t kMaxCallsBeforeIdentity = 8;
+                  uint64_t response_bytes, std::string_view reason) {
+    peer_session_.RecordCall(path, grpc_status, request_bytes, response_bytes, reason);
+  }
   // Counts a glitch (limits::glitch); a connection out of glitch tokens gets GOAWAY
   // ENHANCE_YOUR_CALM and closes.
   void Glitch(std::string_view kind);
   // Once a second (from the worker): ends calls whose request stopped arriving.
-  void Tick();
+  void Tick() override;
   // Calls whose buffers hold at least `min_bytes`, for the memory budget's shedding.
-  void CollectLargeStreams(size_t min_bytes, std::vector<std::pair<size_t, ProxyStream*>>* out);
+  void CollectLargeStreams(size_t min_bytes,
+                           std::vector<std::pair<size_t, ProxyStream*>>* out) override;
 
  private:
-  // Appends up to 512 bytes read from the socket itself (before any TLS) to `*buffer`,
-  // then calls then(ec) unless the connection was closed meanwhile.
-  template <typename Then>
-  void ReadMoreRaw(std::string DownstreamConnection::*buffer, Then then);
-  void ReadProxyHeader();
-  // After the PROXY header (if any): TLS first on a TLS listener, else straight to HTTP/2.
-  void StartTransport(std::string_view initial_bytes);
-  // --- TLS listeners: [sniff the first bytes] → handshake (bounded) → HTTP/2.
-  void StartTls(std::string_view initial_bytes);
-  // Reads until the first bytes tell a TLS ClientHello from cleartext HTTP/2, HTTP/1.x or
-  // garbage (which are refused without a handshake).
-  void SniffTls();
-  void RefuseNonTls();
-  void Handshake();
-  void OnHandshake(const boost::system::error_code& ec);
-  // Logs, counts sepal_tls_handshake_errors_total{reason} and closes.
-  void FailTls(std::string_view reason, std::string_view detail);
+  // ConnectionFront::Owner: after the PROXY header and TLS, HTTP/2.
+  void OnFrontDone(std::string_view initial_bytes) override { StartHttp2(initial_bytes); }
+  void CloseConnection(std::string_view reason) override { Close(reason); }
+  void WriteRawAndCloseConnection(std::string bytes, std::string reason) override {
+    WriteRawAndClose(std::move(bytes), std::move(reason));
+  }
+  bool connection_closed() const override { return closed(); }
+  std::shared_ptr<void> KeepAlive() override { return shared_from_this(); }
   void StartHttp2(std::string_view initial_bytes);
-  void BeginIdentityLookup();
-  void OnIdentity(identity::LookupResult result);
+  // The identity is known: the streams that waited for it go on.
+  void OnIdentity();
   bool OnFirstBytes(const uint8_t* data, size_t length) override;
   void OnClose(std::string_view reason) override;
-  std::string Describe() const override { return "downstream " + peer_; }
+  std::string Describe() const override { return "downstream " + endpoints_.peer_text; }
   void CountProtocolError(std::string_view kind) override;
   void OnReceivedBatch() override;
-  // Finds the peer's entry and takes a connection slot (or marks the connection over cap).
-  void TakePeerSlot();
   // GOAWAY (NO_ERROR) for a connection over its peer's connection cap, once.
   void SendCapGoAway();
 
@@ -130,44 +120,15 @@ class DownstreamConnection final : public Http2Connection {
   // The listener's routes when this connection was accepted: its HTTP/2 limits, PROXY
   // protocol mode and identity provider. (Each stream takes the then-current routes.)
   ListenerRoutesPtr routes_;
-  identity::PeerAddress peer_address_;
-  std::string peer_;  // peer_address_ as text, for logs and messages
-
-  enum class IdentityState { kNone, kPending, kReady };
-  IdentityState identity_state_ = IdentityState::kNone;
-  identity::LookupResult lookup_;
-  std::unique_ptr<filters::IdentityHeaders> identity_headers_;
+  ConnectionFront::Endpoints endpoints_;
+  ConnectionFront front_;
+  ConnectionPeer peer_session_;
   std::vector<int32_t> waiting_for_identity_;
-  std::chrono::steady_clock::time_point lookup_started_;
-
-  std::string proxy_header_buffer_;
-  // TLS: the context this connection's handshake uses (the listener's latest at the start),
-  // the bytes read before the handshake (fed to it) and its deadline.
-  std::shared_ptr<const tls::ServerContext> tls_context_;
-  tls::HandshakeNotes handshake_notes_;
-  std::string tls_first_bytes_;
-  std::unique_ptr<boost::asio::steady_timer> handshake_timer_;
-  bool handshake_done_ = false;
-  std::unique_ptr<boost::asio::steady_timer> proxy_header_timer_;
   std::unordered_map<int32_t, std::unique_ptr<ProxyStream>> streams_;
   static constexpr unsigned kIdleTicksBeforeRelease = 4;  // > a 3 s poll period
   unsigned idle_ticks_ = 0;  // worker ticks in a row without a stream
   std::vector<int32_t> admissions_;
 
-  // Limits: the peer (null when the listener has no peer table), its caps (in routes_).
-  std::shared_ptr<limits::Peer> peer_entry_;
-  const config::PeerLimitValues* peer_caps_ = nullptr;
-  bool holds_connection_slot_ = false;
-  boost::asio::ip::address destination_ip_;  // see the constructor
-  struct FinishedCall {
-    std::string path;
-    int grpc_status;
-    uint64_t request_bytes, response_bytes;
-    std::string reason;
-    std::chrono::system_clock::time_point time;
-  };
-  std::vector<FinishedCall> calls_before_identity_;  // see RecordCall
-  bool over_connection_cap_ = false;  // its calls are refused, then it is sent GOAWAY
   bool cap_goaway_sent_ = false;
   int idle_ticks_over_cap_ = 0;
   limits::GlitchCounter glitches_;

@@ -36,6 +36,14 @@ inline constexpr std::string_view kMaxConcurrentStreams = "max_concurrent_stream
 inline constexpr std::string_view kMemory = "memory_overload";
 inline constexpr std::string_view kRequestProgress = "request_progress_timeout";
 inline constexpr std::string_view kHeaderList = "max_header_list_bytes";
+// HTTP/1.1 (REST) listeners: listeners[].http1.
+inline constexpr std::string_view kHttp1RequestLine = "http1_max_request_line_bytes";
+inline constexpr std::string_view kHttp1HeaderBytes = "http1_max_header_bytes";
+inline constexpr std::string_view kHttp1Headers = "http1_max_headers";
+inline constexpr std::string_view kHttp1BodyBytes = "http1_max_body_bytes";
+inline constexpr std::string_view kHttp1HeaderTimeout = "http1_header_timeout";
+inline constexpr std::string_view kHttp1BodyTimeout = "http1_body_timeout";
+inline constexpr std::string_view kHttp1UpstreamTimeout = "http1_upstream_timeout";
 }  // namespace limit
 
 // One peer's counters, shared by its connections on every worker.

@@ -9,6 +9,7 @@
 #include "proxy/common/log.h"
 #include "proxy/common/strings.h"
 #include "proxy/downstream/downstream_connection.h"
+#include "proxy/http1/http1_connection.h"
 #include "proxy/worker/worker.h"
 
 namespace sepal {
@@ -100,6 +101,12 @@ void Listener::Adopt(tcp::socket socket) {
   Http2Connection::Socket generic(worker_.io(),
                                   asio::generic::stream_protocol(protocol.family(), IPPROTO_TCP),
                                   socket.release());
+  if (routes_->config.protocol == config::Protocol::kHttp1) {
+    auto connection = std::make_shared<Http1Connection>(worker_, *this, std::move(generic),
+                                                        std::move(peer), local.address());
+    connection->Start();
+    return;
+  }
   auto connection = std::make_shared<DownstreamConnection>(worker_, *this, std::move(generic),
                                                            std::move(peer), local.address());
   connection->Start();

@@ -64,7 +64,9 @@ HandshakeNotes* NotesOf(SSL* ssl) {
 
 // A client that sends no ALPN extension at all cannot speak gRPC: refuse it in the
 // ClientHello with the no_application_protocol alert (the ALPN callback never runs then).
-int OnClientHello(SSL* ssl, int* alert, void*) {
+// An HTTP/1.1 listener (`arg` set) takes it: no ALPN means HTTP/1.1.
+int OnClientHello(SSL* ssl, int* alert, void* arg) {
+  if (arg != nullptr) return SSL_CLIENT_HELLO_SUCCESS;
   const unsigned char* ignored = nullptr;
   size_t ignored_length = 0;
   if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation,
@@ -76,16 +78,17 @@ int OnClientHello(SSL* ssl, int* alert, void*) {
   return SSL_CLIENT_HELLO_ERROR;
 }
 
-// Selects "h2" from the client's list; anything else ends the handshake with the
-// no_application_protocol alert.
+// Selects "h2" (or, on an HTTP/1.1 listener, `arg` set, "http/1.1") from the client's
+// list; anything else ends the handshake with the no_application_protocol alert.
 int OnAlpnSelect(SSL* ssl, const unsigned char** out, unsigned char* out_length,
-                 const unsigned char* in, unsigned int in_length, void*) {
+                 const unsigned char* in, unsigned int in_length, void* arg) {
+  std::string_view wanted = arg != nullptr ? "http/1.1" : "h2";
   for (unsigned int i = 0; i < in_length;) {
     unsigned int length = in[i];
     if (i + 1 + length > in_length) break;
-    if (length == 2 && std::memcmp(in + i + 1, "h2", 2) == 0) {
+    if (length == wanted.size() && std::memcmp(in + i + 1, wanted.data(), length) == 0) {
       *out = in + i + 1;
-      *out_length = 2;
+      *out_length = static_cast<unsigned char>(length);
       return SSL_TLSEXT_ERR_OK;
     }
     i += 1 + length;
@@ -170,8 +173,11 @@ absl::StatusOr<std::shared_ptr<const ServerContext>> FinishServerContext(
   } else {
     context->set_verify_mode(ssl::verify_none);
   }
-  SSL_CTX_set_client_hello_cb(ctx, &OnClientHello, nullptr);
-  SSL_CTX_set_alpn_select_cb(ctx, &OnAlpnSelect, nullptr);
+  // A non-null argument marks an HTTP/1.1 listener for the callbacks.
+  static char http1_marker;
+  void* alpn_arg = config.alpn == config::Protocol::kHttp1 ? &http1_marker : nullptr;
+  SSL_CTX_set_client_hello_cb(ctx, &OnClientHello, alpn_arg);
+  SSL_CTX_set_alpn_select_cb(ctx, &OnAlpnSelect, alpn_arg);
   auto result = std::make_shared<ServerContext>();
   result->context = std::move(context);
   result->certificate_subject = LeafDescription(ctx);

@@ -10,6 +10,7 @@
 #include "proxy/stream/proxy_stream.h"
 #include "proxy/tls/tls_context.h"
 #include "proxy/upstream/upstream_connection.h"
+#include "proxy/upstream_http1/http1_upstream_pool.h"
 #include "proxy/worker/worker.h"
 
 namespace sepal {
@@ -30,6 +31,9 @@ void UpstreamPool::CountConnectFailure() { connect_failures_.Increment(worker_.i
 
 absl::Status UpstreamPool::Init() {
   connect_failures_ = stats::GetFamilies().upstream_connect_failures->WithLabels({name_});
+  if (config_.protocol == config::Protocol::kHttp1) {
+    http1_ = std::make_unique<Http1UpstreamPool>(worker_, *this);
+  }
   if (config_.tls) {
     auto context = tls::MakeClientContext(*config_.tls);
     if (!context.ok()) {
@@ -98,6 +102,7 @@ void UpstreamPool::OnConnectionClosed(UpstreamConnection* connection) {
 }
 
 void UpstreamPool::Shutdown() {
+  if (http1_) http1_->Shutdown();
   for (const auto& connection : connections_) connection->Shutdown();
 }
 

@@ -14,6 +14,7 @@
 
 namespace sepal {
 
+class Http1UpstreamPool;
 class ProxyStream;
 class UpstreamConnection;
 class Worker;
@@ -42,6 +43,12 @@ class UpstreamPool {
   // TLS to the upstream (null: cleartext h2c), and the name its certificate must carry.
   const std::shared_ptr<boost::asio::ssl::context>& tls_context() const { return tls_context_; }
   const std::string& server_name() const { return server_name_; }
+  // For the HTTP/1.1 pool: the resolved address, or why it could not be resolved.
+  const boost::asio::generic::stream_protocol::endpoint& endpoint() const { return endpoint_; }
+  const std::string& init_error() const { return init_error_; }
+  std::chrono::milliseconds connect_timeout() const { return connect_timeout_; }
+  // An upstream with `protocol: http1`: its keep-alive HTTP/1.1 connections (null for h2).
+  Http1UpstreamPool* http1() const { return http1_.get(); }
 
  private:
   Worker& worker_;
@@ -55,6 +62,7 @@ class UpstreamPool {
   std::shared_ptr<boost::asio::ssl::context> tls_context_;
   std::string server_name_;
   std::vector<std::shared_ptr<UpstreamConnection>> connections_;
+  std::unique_ptr<Http1UpstreamPool> http1_;
   metrics::Counter connect_failures_;
 };
 

@@ -9,7 +9,7 @@
 
 #include "proxy/common/log.h"
 #include "proxy/common/log_rate_limit.h"
-#include "proxy/downstream/downstream_connection.h"
+#include "proxy/front/client_connection.h"
 #include "proxy/stats/proxy_metrics.h"
 #include "proxy/stream/proxy_stream.h"
 #include "proxy/listener/listener.h"
@@ -109,28 +109,28 @@ void Worker::RetireListener(std::unique_ptr<Listener> listener) {
   // The timers name the listener by id: it may be gone (and its address reused) by then.
   uint64_t id = listener->id();
   auto connections_of = [this](uint64_t listener_id) {
-    std::vector<DownstreamConnection*> found;
-    for (DownstreamConnection* connection : connections_) {
+    std::vector<ClientConnection*> found;
+    for (ClientConnection* connection : connections_) {
       if (connection->listener().id() == listener_id) found.push_back(connection);
     }
     return found;
   };
-  for (DownstreamConnection* connection : connections_of(id)) connection->BeginShutdown(false);
+  for (ClientConnection* connection : connections_of(id)) connection->BeginShutdown(false);
   auto final_goaway =
       std::make_shared<boost::asio::steady_timer>(io_, std::chrono::milliseconds(200));
   final_goaway->async_wait([id, connections_of, final_goaway](boost::system::error_code) {
-    for (DownstreamConnection* connection : connections_of(id)) connection->BeginShutdown(true);
+    for (ClientConnection* connection : connections_of(id)) connection->BeginShutdown(true);
   });
   auto deadline = std::make_shared<boost::asio::steady_timer>(
       io_, generation_ ? generation_->config->drain_timeout : std::chrono::seconds(30));
   deadline->async_wait([id, connections_of, deadline](boost::system::error_code) {
-    std::vector<DownstreamConnection*> left = connections_of(id);
+    std::vector<ClientConnection*> left = connections_of(id);
     if (!left.empty()) {
       LogWarning("listener ", left.front()->listener().name(),
                  " (removed by reload): closing ", left.size(),
                  " connections still open after drain_timeout");
     }
-    for (DownstreamConnection* connection : left) connection->ForceClose("listener removed");
+    for (ClientConnection* connection : left) connection->ForceClose("listener removed");
   });
   retired_listeners_.push_back(std::move(listener));
 }
@@ -178,8 +178,8 @@ void Worker::ScheduleTick() {
       }
     }
     // Connections may close (and unregister) while ticking.
-    std::vector<DownstreamConnection*> snapshot(connections_.begin(), connections_.end());
-    for (DownstreamConnection* connection : snapshot) {
+    std::vector<ClientConnection*> snapshot(connections_.begin(), connections_.end());
+    for (ClientConnection* connection : snapshot) {
       if (connections_.contains(connection)) connection->Tick();
     }
     ScheduleTick();
@@ -190,7 +190,7 @@ void Worker::ShedLargestStreams() {
   constexpr size_t kMinBytes = 64 * 1024;  // below that a call is not worth ending
   constexpr size_t kMaxPerTick = 32;
   std::vector<std::pair<size_t, ProxyStream*>> large;
-  for (DownstreamConnection* connection : connections_) {
+  for (ClientConnection* connection : connections_) {
     connection->CollectLargeStreams(kMinBytes, &large);
   }
   if (large.empty()) return;
@@ -228,12 +228,12 @@ void Worker::BeginDrain() {
     for (auto& listener : listeners_) listener->Stop();
     // Two-step GOAWAY: first a notice that no new streams should be opened, then (after a
     // round trip's grace) the final GOAWAY with the last stream id we accepted.
-    std::vector<DownstreamConnection*> snapshot(connections_.begin(), connections_.end());
-    for (DownstreamConnection* connection : snapshot) connection->BeginShutdown(false);
+    std::vector<ClientConnection*> snapshot(connections_.begin(), connections_.end());
+    for (ClientConnection* connection : snapshot) connection->BeginShutdown(false);
     auto timer = std::make_shared<boost::asio::steady_timer>(io_, std::chrono::milliseconds(200));
     timer->async_wait([this, timer](boost::system::error_code) {
-      std::vector<DownstreamConnection*> again(connections_.begin(), connections_.end());
-      for (DownstreamConnection* connection : again) connection->BeginShutdown(true);
+      std::vector<ClientConnection*> again(connections_.begin(), connections_.end());
+      for (ClientConnection* connection : again) connection->BeginShutdown(true);
     });
   });
 }
@@ -241,8 +241,8 @@ void Worker::BeginDrain() {
 void Worker::Stop() {
   if (!thread_.joinable()) return;
   boost::asio::post(io_, [this] {
-    std::vector<DownstreamConnection*> snapshot(connections_.begin(), connections_.end());
-    for (DownstreamConnection* connection : snapshot) connection->ForceClose("worker stopping");
+    std::vector<ClientConnection*> snapshot(connections_.begin(), connections_.end());
+    for (ClientConnection* connection : snapshot) connection->ForceClose("worker stopping");
     for (auto& listener : listeners_) listener->Stop();
     if (generation_) {
       for (auto& pool : generation_->pools) pool->Shutdown();
@@ -279,12 +279,12 @@ void Worker::FlushMarked() {
   --batch_depth_;
 }
 
-void Worker::Register(DownstreamConnection* connection) {
+void Worker::Register(ClientConnection* connection) {
   if (connections_.insert(connection).second) connections_gauge_.Add(index_, 1);
   connection_count_.store(connections_.size(), std::memory_order_relaxed);
 }
 
-void Worker::Unregister(DownstreamConnection* connection) {
+void Worker::Unregister(ClientConnection* connection) {
   if (connections_.erase(connection) > 0) connections_gauge_.Add(index_, -1);
   connection_count_.store(connections_.size(), std::memory_order_relaxed);
 }

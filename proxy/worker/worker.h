@@ -24,7 +24,7 @@
 
 namespace sepal {
 
-class DownstreamConnection;
+class ClientConnection;
 class Http2Connection;
 class Listener;
 class UpstreamPool;
@@ -101,8 +101,8 @@ class Worker {
     Worker& worker_;
   };
 
-  void Register(DownstreamConnection* connection);
-  void Unregister(DownstreamConnection* connection);
+  void Register(ClientConnection* connection);
+  void Unregister(ClientConnection* connection);
   // A retired listener's last connection closed: destroy it (deferred).
   void ReleaseRetiredListener(Listener* listener);
 
@@ -134,7 +134,7 @@ class Worker {
   static constexpr unsigned kIdleReleasesPerTick = 512;
   unsigned idle_releases_left_ = kIdleReleasesPerTick;
   uint64_t seen_shed_epoch_ = 0;
-  std::unordered_set<DownstreamConnection*> connections_;
+  std::unordered_set<ClientConnection*> connections_;
   std::vector<std::shared_ptr<Http2Connection>> to_flush_;
   unsigned batch_depth_ = 0;
   bool flush_posted_ = false;

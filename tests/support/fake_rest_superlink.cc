@@ -12,13 +12,13 @@
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http.hpp>
 #include <charconv>
-#include <cstdio>
 #include <iostream>
 #include <limits>
 #include <type_traits>
 
 #include "proxy/common/strings.h"
 #include "tests/proto/fleet.pb.h"
+#include "tests/support/payload.h"
 
 namespace sepal::test {
 
@@ -130,7 +130,7 @@ struct FakeRestSuperLink::Impl {
       std::string kept;
       bool kept_all = true;
       uint64_t total = 0;
-      uint64_t fnv = 14695981039346656037ull;
+      Fnv1a fnv;
       while (!parser.is_done()) {
         request.body().data = chunk.data();
         request.body().size = chunk.size();
@@ -139,9 +139,7 @@ struct FakeRestSuperLink::Impl {
         if (ec) return;
         size_t n = chunk.size() - request.body().size;
         total += n;
-        for (size_t i = 0; i < n; ++i) {
-          fnv = (fnv ^ static_cast<uint8_t>(chunk[i])) * 1099511628211ull;
-        }
+        fnv.Update(chunk.data(), n);
         if (kept_all && kept.size() + n <= owner.options_.parse_limit) {
           kept.append(chunk.data(), n);
         } else {
@@ -165,7 +163,7 @@ struct FakeRestSuperLink::Impl {
   // False if the connection is unusable after the answer.
   template <typename Socket>
   bool Answer(Socket& socket, const http::request<http::buffer_body>& request,
-              const std::string* body, uint64_t total, uint64_t fnv, bool keep_alive) {
+              const std::string* body, uint64_t total, const Fnv1a& fnv, bool keep_alive) {
     std::string path(request.target().data(), request.target().size());
     const auto& methods = Methods();
     bool known = path.starts_with(kFleetPrefix) &&
@@ -207,9 +205,7 @@ struct FakeRestSuperLink::Impl {
                                                          field.value().size())));
     }
     response.add_seen_metadata(StrCat("body-bytes=", total));
-    char hex[17];
-    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(fnv));
-    response.add_seen_metadata(StrCat("body-fnv1a=", std::string_view(hex, 16)));
+    response.add_seen_metadata(StrCat("body-fnv1a=", fnv.Hex()));
     uint64_t reply_bytes = HeaderNumber(request, "x-reply-bytes");
     std::string head = response.SerializeAsString();
     // The payload (field 2) goes last so that a large one streams from a generator; protobuf
@@ -229,7 +225,7 @@ struct FakeRestSuperLink::Impl {
     std::string piece(kChunk, '\0');
     for (uint64_t sent = 0; !ec && sent < reply_bytes;) {
       size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, reply_bytes - sent));
-      for (size_t i = 0; i < n; ++i) piece[i] = static_cast<char>('a' + (sent + i) % 26);
+      FillPayload(piece.data(), n, sent);
       asio::write(socket, asio::buffer(piece.data(), n), ec);
       sent += n;
     }
