@@ -898,6 +898,10 @@ absl::Status Loader::ReadUpstream(const Value& value, UpstreamConfig* upstream) 
     SEPAL_CONFIG_TRY(ReadCircuitBreaker(*breaker, &upstream->circuit_breaker));
   }
   SEPAL_CONFIG_TRY(ReadProtocol(map, &upstream->protocol));
+  if (upstream->protocol == Protocol::kHttp1 && upstream->tls) {
+    return Error(*map.Get("tls"), "TLS to a protocol: http1 upstream is not supported; keep the "
+                                  "SuperLink's REST listener on loopback or a unix socket");
+  }
   return absl::OkStatus();
 }
 
@@ -1010,10 +1014,10 @@ absl::Status Loader::ReadListener(const Value& value, const Config& config,
     SEPAL_CONFIG_TRY(ReadLimits(*limits, &listener->limits));
   }
   if (auto http1 = map.Get("http1")) {
+    SEPAL_CONFIG_TRY(ReadHttp1(*http1, &listener->http1));
     if (listener->protocol != Protocol::kHttp1) {
       return Error(*http1, "http1: needs protocol: http1 on this listener");
     }
-    SEPAL_CONFIG_TRY(ReadHttp1(*http1, &listener->http1));
   }
   if (auto peer_limits = map.Get("peer_limits")) {
     SEPAL_CONFIG_TRY(ReadPeerLimits(*peer_limits, &listener->peer_limits));

@@ -203,6 +203,7 @@ identity:
 upstreams:
   - name: up
     address: "127.0.0.1:1"
+    protocol: h2
     connect_timeout: 1s
     tls: {ca: FILE, server_name: superlink, certificate: FILE, private_key: FILE}
     circuit_breaker: {max_concurrent_streams: 1, max_pending_streams: 1,
@@ -211,6 +212,7 @@ listeners:
   - name: fleet
     address: "127.0.0.1:0"
     proxy_protocol: none
+    protocol: h2
     tls: {certificate: FILE, private_key: FILE, client_ca: FILE, handshake_timeout: 1s}
     peer_limits:
       connections: 1
