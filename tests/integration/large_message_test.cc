@@ -11,7 +11,10 @@
 #include "tests/integration/sepal_process.h"
 #include "tests/support/h2_test_client.h"
 #include "tests/proto/echo.grpc.pb.h"
+#include "tests/support/fake_rest_superlink.h"
 #include "tests/support/fake_superlink.h"
+#include "tests/support/payload.h"
+#include "tests/support/rest_client.h"
 
 namespace sepal::test {
 namespace {
@@ -291,6 +294,44 @@ TEST(SepalProcessTest, RssComesBackAfterAnAttackBurst) {
   if (kRssBounded) {
     EXPECT_LT(peak, kRssLimitKib);
     EXPECT_LE(after, bound) << "RSS did not come back within 5 s";
+  }
+  EXPECT_EQ(sepal.Stop(), 0);
+  backend->Shutdown();
+}
+
+// The Fleet REST transport: a 512 MiB object pushed through a protocol: http1 listener, and
+// one pulled back, each through at most 64 MiB of sepal's memory (two 64 KiB chunks per
+// request; the bound leaves room for the allocator and the TLS-less baseline).
+TEST(SepalProcessTest, Rest512MiBBodiesBothWaysKeepRssBounded) {
+  auto backend = FakeRestSuperLink::Start("127.0.0.1:0");
+  ASSERT_NE(backend, nullptr);
+  SepalProcess sepal;
+  ASSERT_TRUE(sepal.Start("workers: 1\nlisteners:\n  - name: rest\n    address: 127.0.0.1:{PORT}\n"
+                          "    protocol: http1\n"
+                          "    routes:\n      - match: /api/v0/fleet/\n        upstream: rest\n"
+                          "upstreams:\n  - name: rest\n    address: " +
+                          backend->address() + "\n    protocol: http1\n"));
+  RestClient node;
+  ASSERT_TRUE(node.Connect(sepal.address())) << node.last_error();
+  constexpr uint64_t kBytes = 512ull << 20;
+  PostOptions push;
+  push.generated_body_bytes = kBytes;
+  RestResponse pushed = node.Post("/api/v0/fleet/push-object", push);
+  ASSERT_EQ(pushed.status, 200) << pushed.error;
+  EXPECT_EQ(backend->BodyBytes(), kBytes);
+  EXPECT_NE(pushed.body.find("body-fnv1a=" + PayloadFnv1aHex(kBytes)), std::string::npos);
+  PostOptions pull;
+  pull.body = "pull";
+  pull.headers = {{"x-reply-bytes", std::to_string(kBytes)}};
+  RestResponse pulled = node.Post("/api/v0/fleet/pull-object", pull);
+  ASSERT_EQ(pulled.status, 200) << pulled.error;
+  EXPECT_GT(pulled.body_bytes, kBytes);
+  EXPECT_EQ(node.connects(), 1);
+  long peak = sepal.PeakRssKib();
+  RecordProperty("sepal_peak_rss_kib", static_cast<int>(peak));
+  EXPECT_GT(peak, 0);
+  if (kRssBounded) {
+    EXPECT_LT(peak, kRssLimitKib) << "sepal buffered the body: peak RSS " << peak << " KiB";
   }
   EXPECT_EQ(sepal.Stop(), 0);
   backend->Shutdown();
