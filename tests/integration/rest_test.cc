@@ -2,6 +2,16 @@
 // keep-alive clients on different loopback addresses (different peers), sepal in-process,
 // the stand-in REST SuperLink behind it.
 #include <gtest/gtest.h>
+#include <openssl/ssl.h>
+#include <unistd.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <cstdlib>
+#include <cstring>
 
 #include <fstream>
 #include <iostream>
@@ -17,6 +27,7 @@
 #include "tests/support/fake_rest_superlink.h"
 #include "tests/support/payload.h"
 #include "tests/support/rest_client.h"
+#include "tests/support/test_pki.h"
 
 namespace sepal::test {
 namespace {
@@ -418,6 +429,122 @@ TEST_F(RestTest, UpstreamAnswersOtherThan200AreForwarded) {
   RestResponse response = client.Post("/api/v0/fleet/pull-messages", no_protobuf);
   EXPECT_EQ(response.status, 400);  // the SuperLink's own answer
   EXPECT_NE(response.body.find("detail"), std::string::npos) << response.body;
+}
+
+// One HTTPS POST with the given ALPN offer ("" = none): the status (0 when the handshake
+// failed, *error says why) and the protocol negotiated.
+int TlsPost(uint16_t port, const std::string& ca_pem, const std::string& alpn,
+            std::string* negotiated, std::string* error) {
+  namespace asio = boost::asio;
+  namespace http = boost::beast::http;
+  asio::io_context io;
+  asio::ssl::context context(asio::ssl::context::tls_client);
+  context.add_certificate_authority(asio::buffer(ca_pem));
+  context.set_verify_mode(asio::ssl::verify_peer);
+  asio::ssl::stream<asio::ip::tcp::socket> stream(io, context);
+  if (!alpn.empty()) {
+    std::string wire = std::string(1, static_cast<char>(alpn.size())) + alpn;
+    SSL_set_alpn_protos(stream.native_handle(), reinterpret_cast<const unsigned char*>(wire.data()),
+                        static_cast<unsigned>(wire.size()));
+  }
+  SSL_set_tlsext_host_name(stream.native_handle(), "localhost");
+  boost::system::error_code ec;
+  stream.lowest_layer().connect({asio::ip::make_address("127.0.0.1"), port}, ec);
+  if (!ec) stream.handshake(asio::ssl::stream_base::client, ec);
+  if (ec) {
+    *error = ec.message();
+    return 0;
+  }
+  const unsigned char* protocol = nullptr;
+  unsigned int length = 0;
+  SSL_get0_alpn_selected(stream.native_handle(), &protocol, &length);
+  negotiated->assign(reinterpret_cast<const char*>(protocol), length);
+  http::request<http::string_body> request{http::verb::post, "//api/v0/fleet/get-run", 11};
+  request.set(http::field::host, "localhost");
+  request.set(http::field::content_type, "application/protobuf");
+  request.set(http::field::accept, "application/protobuf");
+  request.body() = FleetRequestBody(5);
+  request.prepare_payload();
+  http::write(stream, request, ec);
+  boost::beast::flat_buffer buffer;
+  http::response<http::string_body> response;
+  if (!ec) http::read(stream, buffer, response, ec);
+  if (ec) {
+    *error = ec.message();
+    return 0;
+  }
+  return response.result_int();
+}
+
+TEST_F(RestTest, TlsListenerNegotiatesHttp11AndRefusesH2Only) {
+  TestCa ca;
+  CertifiedKey leaf = ca.IssueLocalhost();
+  char dir_template[] = "/tmp/sepal-rest-tls-XXXXXX";
+  std::string dir = mkdtemp(dir_template);
+  ASSERT_TRUE(WriteTextFile(dir + "/cert.pem", leaf.certificate_pem));
+  ASSERT_TRUE(WriteTextFile(dir + "/key.pem", leaf.private_key_pem));
+  StartSepal(Yaml("    tls: {certificate: " + dir + "/cert.pem, private_key: " + dir +
+                      "/key.pem}\n",
+                  "", /*identity=*/false));
+  std::string negotiated, error;
+  EXPECT_EQ(TlsPost(port_, ca.certificate_pem(), "http/1.1", &negotiated, &error), 200) << error;
+  EXPECT_EQ(negotiated, "http/1.1");
+  negotiated.clear();
+  EXPECT_EQ(TlsPost(port_, ca.certificate_pem(), "", &negotiated, &error), 200) << error;
+  EXPECT_EQ(negotiated, "");  // no ALPN: HTTP/1.1
+  EXPECT_EQ(TlsPost(port_, ca.certificate_pem(), "h2", &negotiated, &error), 0);
+  EXPECT_EQ(Metric("sepal_tls_handshake_errors_total{listener=\"rest\",reason=\"no_alpn_h2\"}"),
+            "1");
+  // Cleartext HTTP/1.1 on the TLS port: a plain 400 naming https.
+  RestClient plain = ClientFrom("127.0.0.2");
+  RestResponse response = plain.Post("/api/v0/fleet/get-run", Protobuf(FleetRequestBody(1)));
+  EXPECT_EQ(response.status, 400);
+  EXPECT_NE(response.body.find("https://"), std::string::npos) << response.body;
+  EXPECT_EQ(backend_->CallCount("/api/v0/fleet/get-run"), 2);
+  std::remove((dir + "/cert.pem").c_str());
+  std::remove((dir + "/key.pem").c_str());
+  rmdir(dir.c_str());
+}
+
+// A PROXY v1 header names the real peer: the identity, and so the decision, follow it.
+TEST_F(RestTest, ProxyHeaderNamesThePeer) {
+  StartSepal(Yaml("    proxy_protocol: v1\n", "        allow: {tags: [tag:supernode]}\n"));
+  auto through_serve = [&](const std::string& claimed) {
+    RestClient::Options options;
+    options.preamble = "PROXY TCP4 " + claimed + " 127.0.0.1 41000 9095\r\n";
+    RestClient client(options);
+    EXPECT_TRUE(client.Connect(Address())) << client.last_error();
+    return client.Post("/api/v0/fleet/register-node", Protobuf(FleetRequestBody(1))).status;
+  };
+  EXPECT_EQ(through_serve("127.0.0.2"), 200);
+  EXPECT_EQ(through_serve("127.0.0.3"), 403);
+  // A connection without the header is closed without an answer.
+  RestClient bare = ClientFrom("127.0.0.2");
+  RestResponse response = bare.Post("/api/v0/fleet/register-node", Protobuf(FleetRequestBody(1)));
+  EXPECT_EQ(response.status, 0);
+  EXPECT_EQ(backend_->CallCount("/api/v0/fleet/register-node"), 1);
+}
+
+// Drain: an idle keep-alive connection closes at once; a request in flight is answered
+// with Connection: close.
+TEST_F(RestTest, DrainClosesIdleConnectionsAndFinishesRequests) {
+  StartSepal(Yaml());
+  RestClient idle = ClientFrom("127.0.0.2");
+  ASSERT_EQ(idle.Post("/api/v0/fleet/get-run", Protobuf(FleetRequestBody(1))).status, 200);
+  RestClient busy = ClientFrom("127.0.0.2");
+  PostOptions slow = Protobuf(FleetRequestBody(1));
+  slow.headers = {{"x-sleep-ms", "600"}};
+  RestResponse answer;
+  std::thread request([&] { answer = busy.Post("/api/v0/fleet/pull-messages", slow); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  bool drained = false;
+  std::thread drainer([&] { drained = server_->Drain(std::chrono::seconds(5)); });
+  EXPECT_TRUE(idle.WaitForClose(std::chrono::seconds(2)));
+  request.join();
+  drainer.join();
+  EXPECT_TRUE(drained);
+  EXPECT_EQ(answer.status, 200) << answer.error;
+  EXPECT_TRUE(answer.connection_closed);
 }
 
 }  // namespace
