@@ -146,6 +146,7 @@ json::value Listener(const config::ListenerConfig& listener) {
   out["name"] = View(listener.name);
   out["address"] = View(AddressText(listener.address));
   out["proxy_protocol"] = View(config::ProxyProtocolName(listener.proxy_protocol));
+  out["protocol"] = View(config::ProtocolName(listener.protocol));
   if (listener.tls) {
     json::object tls;
     bool tailscale = listener.tls->source == config::ListenerTlsConfig::Source::kTailscale;
@@ -162,7 +163,21 @@ json::value Listener(const config::ListenerConfig& listener) {
   json::array routes;
   for (const config::RouteConfig& route : listener.routes) routes.emplace_back(Route(route));
   out["routes"] = std::move(routes);
-  out["limits"] = Limits(listener.limits);
+  if (listener.protocol == config::Protocol::kHttp1) {
+    const config::Http1Limits& limits = listener.http1;
+    json::object http1;
+    http1["max_request_line_bytes"] = limits.max_request_line_bytes;
+    http1["max_header_bytes"] = limits.max_header_bytes;
+    http1["max_headers"] = limits.max_headers;
+    http1["header_timeout"] = View(FormatDuration(limits.header_timeout));
+    http1["idle_timeout"] = View(FormatDuration(limits.idle_timeout));
+    http1["body_timeout"] = View(FormatDuration(limits.body_timeout));
+    http1["max_body_bytes"] = limits.max_body_bytes;
+    http1["upstream_timeout"] = View(FormatDuration(limits.upstream_timeout));
+    out["http1"] = std::move(http1);
+  } else {
+    out["limits"] = Limits(listener.limits);
+  }
   return out;
 }
 
@@ -181,6 +196,7 @@ json::value Upstream(const config::UpstreamConfig& upstream) {
     out["tls"] = nullptr;
   }
   out["connect_timeout"] = View(FormatDuration(upstream.connect_timeout));
+  out["protocol"] = View(config::ProtocolName(upstream.protocol));
   return out;
 }
 

@@ -214,11 +214,11 @@ TEST(ConfigJsonTest, Upstreams) {
   const json::array& upstreams = root.at("upstreams").as_array();
   ASSERT_EQ(upstreams.size(), 2u);
   EXPECT_EQ(upstreams[0], json::parse(R"({"name":"superlink-fleet",
-      "address":"unix:/run/flower/fleet.sock","tls":null,"connect_timeout":"1s500ms"})"));
+      "address":"unix:/run/flower/fleet.sock","tls":null,"connect_timeout":"1s500ms","protocol":"h2"})"));
   EXPECT_EQ(upstreams[1], json::parse(R"({"name":"superlink-exec","address":"127.0.0.2:9093",
       "tls":{"ca":"/etc/sepal/superlink-ca.pem","server_name":"superlink",
              "certificate":null,"private_key":null},
-      "connect_timeout":"5s"})"));
+      "connect_timeout":"5s","protocol":"h2"})"));
 }
 
 TEST(ConfigJsonTest, StringsAreEscaped) {
@@ -279,6 +279,31 @@ upstreams:
   EXPECT_EQ(root.at("identity").at("static").at(0).at("capabilities"),
             json::parse(R"({"example.com/cap/flower":[{"methods":["/flwr.proto.Fleet/*"]}]})"));
   EXPECT_EQ(Str(root.at("upstreams").at(0).at("connect_timeout")), "5s");
+}
+
+}  // namespace
+}  // namespace sepal::admin
+
+namespace sepal::admin {
+namespace {
+
+TEST(ConfigJsonTest, RestListenerShowsProtocolAndHttp1Limits) {
+  config::Config config = FullConfig();
+  config.listeners[1].protocol = config::Protocol::kHttp1;
+  config.listeners[1].http1.header_timeout = milliseconds(1500);
+  config.upstreams[1].protocol = config::Protocol::kHttp1;
+  json::object root = Render(config);
+  const json::object& fleet = root.at("listeners").at(0).as_object();
+  EXPECT_EQ(Str(fleet.at("protocol")), "h2");
+  EXPECT_FALSE(fleet.contains("http1"));
+  const json::object& rest = root.at("listeners").at(1).as_object();
+  EXPECT_EQ(Str(rest.at("protocol")), "http1");
+  EXPECT_FALSE(rest.contains("limits"));  // HTTP/2 limits do not apply
+  EXPECT_EQ(Str(rest.at("http1").at("header_timeout")), "1s500ms");
+  EXPECT_EQ(rest.at("http1").at("max_headers").to_number<uint64_t>(),
+            config::Http1Limits{}.max_headers);
+  EXPECT_EQ(Str(root.at("upstreams").at(0).at("protocol")), "h2");
+  EXPECT_EQ(Str(root.at("upstreams").at(1).at("protocol")), "http1");
 }
 
 }  // namespace
