@@ -12,6 +12,7 @@
 #include "filters/authz/authz_filter.h"
 #include "proxy/common/strings.h"
 #include "proxy/config/config.h"
+#include "proxy/http1/rest_request.h"
 #include "proxy/grpc/grpc_status.h"
 #include "proxy/identity/provider_factory.h"
 #include "proxy/identity/tailscale_provider.h"
@@ -184,15 +185,17 @@ Outcome ExplainOnListener(const config::Config& config, const config::ListenerCo
     return Outcome::kNoRoute;
   }
   std::printf("\nlistener %s (%s)\n", listener.name.c_str(), listener.address.text.c_str());
+  bool rest = listener.protocol == config::Protocol::kHttp1;
   if (route == nullptr) {
     std::printf("  route:        none matches\n");
-    std::printf("  decision:     UNIMPLEMENTED \"sepal: no route for %s on listener %s\"\n",
-                path.c_str(), listener.name.c_str());
+    std::printf("  decision:     %s \"sepal: no route for %s on listener %s\"\n",
+                rest ? "HTTP 404" : "UNIMPLEMENTED", path.c_str(), listener.name.c_str());
     return Outcome::kNoRoute;
   }
   const config::RouteConfig& rc = *route->config;
   std::printf("  route:        %s (%s) -> upstream %s, mode %s\n", rc.match.c_str(),
-              route->is_prefix ? "every method of the service" : "this method only",
+              route->is_prefix ? (rest ? "every path under it" : "every method of the service")
+                               : (rest ? "this path only" : "this method only"),
               rc.upstream.c_str(), rc.audit ? "audit" : "enforce");
   if (via_adapter) {
     std::printf("  transport:    the gRPC adapter: %s carrying a %sRequest (inspect: "
@@ -228,9 +231,10 @@ Outcome ExplainOnListener(const config::Config& config, const config::ListenerCo
     std::printf("  decision:     allow (%s): forwarded to upstream %s\n",
                 std::string(decision.reason).c_str(), rc.upstream.c_str());
   } else {
+    std::string answer = rest ? StrCat("HTTP ", http1::HttpStatusForCode(decision.code))
+                              : std::string(grpc::StatusCodeName(decision.code));
     std::printf("  decision:     deny (%s): %s \"%s\"\n", std::string(decision.reason).c_str(),
-                std::string(grpc::StatusCodeName(decision.code)).c_str(),
-                decision.message.c_str());
+                answer.c_str(), decision.message.c_str());
   }
   if (decision.allowed) PrintPeerLimits(listener.peer_limits, peer);
   return decision.allowed ? Outcome::kForwarded : Outcome::kRefused;
@@ -263,9 +267,18 @@ int RunExplainCommand(int argc, char** argv) {
   if (!peer) return Usage(positional[0] + " is not IP, IP:PORT or [IPv6]:PORT");
   std::string path = positional[1];
   if (!path.starts_with('/')) path.insert(0, "/");
+  // A gRPC method path is explained on the h2 listeners, a REST path (/api/v0/fleet/x, as
+  // the proxy normalizes it) on the protocol: http1 ones.
   std::string_view service, method;
+  config::Protocol kind = config::Protocol::kHttp2;
   if (!grpc::SplitGrpcPath(path, &service, &method)) {
-    return Usage(path + " is not a gRPC method path (/package.Service/Method)");
+    std::string normalized, query, error;
+    if (!http1::NormalizeTarget(path, &normalized, &query, &error) || !query.empty()) {
+      return Usage(path + " is neither a gRPC method path (/package.Service/Method) nor a "
+                          "REST path (/api/v0/fleet/pull-messages)");
+    }
+    path = normalized;
+    kind = config::Protocol::kHttp1;
   }
 
   auto config = config::LoadConfigFile(config_path);
@@ -275,10 +288,18 @@ int RunExplainCommand(int argc, char** argv) {
   }
   std::vector<const config::ListenerConfig*> listeners;
   for (const config::ListenerConfig& listener : config->listeners) {
-    if (listener_name.empty() || listener.name == listener_name) listeners.push_back(&listener);
+    if (!listener_name.empty() ? listener.name == listener_name : listener.protocol == kind) {
+      listeners.push_back(&listener);
+    }
+  }
+  if (listeners.empty() && !listener_name.empty()) {
+    return Usage(StrCat("no listener named ", listener_name, " in ", config_path));
   }
   if (listeners.empty()) {
-    return Usage(StrCat("no listener named ", listener_name, " in ", config_path));
+    return Usage(kind == config::Protocol::kHttp1
+                     ? path + " is not a gRPC method path (/package.Service/Method), and no "
+                              "listener of " + config_path + " is protocol: http1 (REST paths)"
+                     : "no HTTP/2 (gRPC) listener in " + config_path + " for " + path);
   }
 
   std::unique_ptr<identity::IdentityProvider> provider =

@@ -186,6 +186,35 @@ TEST_F(ExplainTest, FleetMethodsAreExplainedThroughAnInspectingAdapterRoute) {
   EXPECT_NE(output.find("explain that method instead"), std::string::npos) << output;
 }
 
+// A REST path is explained on the protocol: http1 listeners, with the HTTP status the proxy
+// answers; the gRPC listener is not consulted for it.
+TEST_F(ExplainTest, RestPathsAreExplainedOnHttp1ListenersWithHttpStatuses) {
+  std::string rest_yaml = yaml_;
+  rest_yaml.replace(rest_yaml.find("upstreams:\n"), std::string("upstreams:\n").size(),
+                    "  - name: rest\n"
+                    "    address: 127.0.0.1:0\n"
+                    "    protocol: http1\n"
+                    "    routes:\n"
+                    "      - match: /api/v0/fleet/\n"
+                    "        upstream: superlink-rest\n"
+                    "        allow: {tags: [tag:supernode]}\n"
+                    "upstreams:\n"
+                    "  - {name: superlink-rest, address: 127.0.0.1:1, protocol: http1}\n");
+  std::ofstream(config_path_) << rest_yaml;
+  std::string output;
+  // Flower's client sends "//api/...": explained as the proxy routes it.
+  EXPECT_EQ(Explain("127.0.0.2:41000 //api/v0/fleet/pull-messages", &output), 0) << output;
+  EXPECT_NE(output.find("call /api/v0/fleet/pull-messages"), std::string::npos) << output;
+  EXPECT_NE(output.find("route:        /api/v0/fleet/ (every path under it)"), std::string::npos)
+      << output;
+  EXPECT_EQ(output.find("listener fleet"), std::string::npos) << output;
+  output.clear();
+  EXPECT_EQ(Explain("127.0.0.3:41000 /api/v0/fleet/pull-messages", &output), 1) << output;
+  EXPECT_NE(output.find("deny (no_rule_matched): HTTP 403"), std::string::npos) << output;
+  output.clear();
+  EXPECT_EQ(Explain("127.0.0.2:41000 /api/v0/fleet/../x", &output), 2) << output;
+}
+
 TEST_F(ExplainTest, TailscaledDownIsUnavailableAndBadArgumentsAreUsageErrors) {
   tailscaled_->Stop();
   std::string output;
