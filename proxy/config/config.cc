@@ -1115,8 +1115,12 @@ absl::Status CheckHttpPathMatch(const std::string& match) {
                      " has a wildcard; use \"/api/v0/fleet/\" for every path under it or an "
                      "exact path such as \"/api/v0/fleet/pull-messages\""));
   }
+  std::string_view view = match;
+  bool dot_segment = view.find("/../") != std::string_view::npos ||
+                     view.find("/./") != std::string_view::npos || view.ends_with("/..") ||
+                     view.ends_with("/.");
   bool ok = match.find("//") == std::string::npos && match.find('?') == std::string::npos &&
-            match.find("/../") == std::string::npos && match.find("/./") == std::string::npos &&
+            !dot_segment &&
             std::none_of(match.begin(), match.end(), [](char c) {
               return c <= ' ' || c == 0x7f || c == '%' || c == '#';
             });

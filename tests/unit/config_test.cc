@@ -1277,3 +1277,401 @@ listeners:
 
 }  // namespace
 }  // namespace sepal::config
+
+// --- protocol: http1 (Flower's Fleet REST transport) ------------------------------------------
+
+namespace sepal::config {
+namespace {
+
+// An h2 upstream "up" (kUpstreams) and an http1 one "rest".
+constexpr const char* kRestUpstreams = R"(
+upstreams:
+  - name: up
+    address: 127.0.0.2:9092
+  - name: rest
+    address: 127.0.0.2:9095
+    protocol: http1
+)";
+
+// A protocol: http1 listener (file lines 1-4) followed by `extra` (from line 5) and
+// kRestUpstreams.
+std::string RestListener(const std::string& extra) {
+  return absl::StrCat(R"(
+listeners:
+  - name: fleet-rest
+    address: 127.0.0.1:9096
+    protocol: http1
+)",
+                      extra, kRestUpstreams);
+}
+
+TEST(ConfigHttp1Test, ListenerAndUpstreamProtocolsParse) {
+  absl::StatusOr<Config> config = Parse(R"(
+upstreams:
+  - name: rest
+    address: 127.0.0.1:9095
+    protocol: http1
+  - name: grpc
+    address: 127.0.0.1:9092
+    protocol: h2
+  - name: grpc-default
+    address: 127.0.0.1:9093
+listeners:
+  - name: fleet-rest
+    address: 127.0.0.1:9096
+    protocol: http1
+    routes: [{match: /api/v0/fleet/, upstream: rest}]
+  - name: fleet
+    address: 127.0.0.1:9094
+    protocol: h2
+    routes: [{match: /flwr.proto.Fleet/, upstream: grpc}]
+  - name: fleet-default
+    address: 127.0.0.1:9097
+    routes: [{match: /flwr.proto.Fleet/, upstream: grpc-default}]
+)");
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->upstreams.size(), 3u);
+  EXPECT_EQ(config->upstreams[0].protocol, Protocol::kHttp1);
+  EXPECT_EQ(config->upstreams[1].protocol, Protocol::kHttp2);
+  EXPECT_EQ(config->upstreams[2].protocol, Protocol::kHttp2);
+  ASSERT_EQ(config->listeners.size(), 3u);
+  const ListenerConfig& rest = config->listeners[0];
+  EXPECT_EQ(rest.protocol, Protocol::kHttp1);
+  ASSERT_EQ(rest.routes.size(), 1u);
+  EXPECT_EQ(rest.routes[0].match, "/api/v0/fleet/");
+  EXPECT_EQ(rest.routes[0].upstream, "rest");
+  EXPECT_EQ(rest.http1, Http1Limits());  // no http1: section, the defaults
+  EXPECT_FALSE(rest.tls.has_value());
+  EXPECT_EQ(config->listeners[1].protocol, Protocol::kHttp2);
+  EXPECT_EQ(config->listeners[2].protocol, Protocol::kHttp2);
+  EXPECT_EQ(ProtocolName(Protocol::kHttp1), "http1");
+  EXPECT_EQ(ProtocolName(Protocol::kHttp2), "h2");
+  // The upstream's protocol takes part in equality (a reload rebuilds its pool).
+  UpstreamConfig other = config->upstreams[0];
+  other.protocol = Protocol::kHttp2;
+  EXPECT_NE(other, config->upstreams[0]);
+}
+
+TEST(ConfigHttp1Test, Http1LimitDefaults) {
+  Http1Limits limits;
+  EXPECT_EQ(limits.max_request_line_bytes, 8u * 1024);
+  EXPECT_EQ(limits.max_header_bytes, 16u * 1024);
+  EXPECT_EQ(limits.max_headers, 64u);
+  EXPECT_EQ(limits.header_timeout, std::chrono::seconds(10));
+  EXPECT_EQ(limits.idle_timeout, std::chrono::seconds(75));
+  EXPECT_EQ(limits.body_timeout, std::chrono::seconds(30));
+  EXPECT_EQ(limits.max_body_bytes, 2214592512u);  // 2 GiB + 64 MiB
+  EXPECT_EQ(limits.upstream_timeout, std::chrono::seconds(300));
+  // An empty-ish http1: section changes only what it names.
+  absl::StatusOr<Config> config = Parse(RestListener("    http1: {max_headers: 10}\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  Http1Limits expected;
+  expected.max_headers = 10;
+  EXPECT_EQ(config->listeners[0].http1, expected);
+}
+
+TEST(ConfigHttp1Test, Http1LimitsParseEveryKey) {
+  absl::StatusOr<Config> config = Parse(RestListener(R"(    http1:
+      max_request_line_bytes: 4096
+      max_header_bytes: 32768
+      max_headers: 100
+      header_timeout: 5s
+      idle_timeout: 2m
+      body_timeout: 1500ms
+      max_body_bytes: 1073741824
+      upstream_timeout: 1h
+)"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  const Http1Limits& limits = config->listeners[0].http1;
+  EXPECT_EQ(limits.max_request_line_bytes, 4096u);
+  EXPECT_EQ(limits.max_header_bytes, 32768u);
+  EXPECT_EQ(limits.max_headers, 100u);
+  EXPECT_EQ(limits.header_timeout, std::chrono::seconds(5));
+  EXPECT_EQ(limits.idle_timeout, std::chrono::minutes(2));
+  EXPECT_EQ(limits.body_timeout, std::chrono::milliseconds(1500));
+  EXPECT_EQ(limits.max_body_bytes, uint64_t{1} << 30);
+  EXPECT_EQ(limits.upstream_timeout, std::chrono::hours(1));
+  // The range edges.
+  config = Parse(RestListener(R"(    http1:
+      max_request_line_bytes: 64
+      max_header_bytes: 1048576
+      max_headers: 1
+      max_body_bytes: 0
+)"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->listeners[0].http1.max_request_line_bytes, 64u);
+  EXPECT_EQ(config->listeners[0].http1.max_header_bytes, 1048576u);
+  EXPECT_EQ(config->listeners[0].http1.max_headers, 1u);
+  EXPECT_EQ(config->listeners[0].http1.max_body_bytes, 0u);
+  config = Parse(RestListener("    http1: {max_body_bytes: 18446744073709551615}\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->listeners[0].http1.max_body_bytes, 18446744073709551615u);
+}
+
+TEST(ConfigHttp1ErrorTest, Http1LimitsAreRangeCheckedAndNamed) {
+  auto with_limit = [](const std::string& limit) {
+    return ErrorOf(RestListener(absl::StrCat("    http1:\n      ", limit, "\n")));
+  };
+  EXPECT_EQ(with_limit("max_request_line_bytes: 63"),
+            "sepal.yaml:6: listeners[0].http1.max_request_line_bytes: must be between 64 and "
+            "1048576, got 63");
+  EXPECT_EQ(with_limit("max_request_line_bytes: 1048577"),
+            "sepal.yaml:6: listeners[0].http1.max_request_line_bytes: must be between 64 and "
+            "1048576, got 1048577");
+  EXPECT_EQ(with_limit("max_header_bytes: 1023"),
+            "sepal.yaml:6: listeners[0].http1.max_header_bytes: must be between 1024 and "
+            "1048576, got 1023");
+  EXPECT_EQ(with_limit("max_headers: 0"),
+            "sepal.yaml:6: listeners[0].http1.max_headers: must be between 1 and 4294967295, "
+            "got 0");
+  EXPECT_EQ(with_limit("max_body_bytes: 2GiB"),
+            "sepal.yaml:6: listeners[0].http1.max_body_bytes: expected a non-negative integer, "
+            "got \"2GiB\"");
+  EXPECT_EQ(with_limit("max_body_bytes: 18446744073709551616"),
+            "sepal.yaml:6: listeners[0].http1.max_body_bytes: must be between 0 and "
+            "18446744073709551615, got 18446744073709551616");
+  EXPECT_EQ(with_limit("header_timeout: 10"),
+            "sepal.yaml:6: listeners[0].http1.header_timeout: duration \"10\" is missing a unit "
+            "(us, ms, s, m or h), e.g. 10s");
+  EXPECT_EQ(with_limit("idle_timeout: 0s"),
+            "sepal.yaml:6: listeners[0].http1.idle_timeout: duration \"0s\" must be positive");
+  EXPECT_EQ(with_limit("body_timeout: -1s"),
+            "sepal.yaml:6: listeners[0].http1.body_timeout: bad duration \"-1s\" (expected a "
+            "number and a unit, e.g. 30s, 500ms, 1m30s)");
+  EXPECT_EQ(with_limit("upstream_timeout: soon"),
+            "sepal.yaml:6: listeners[0].http1.upstream_timeout: bad duration \"soon\" (expected "
+            "a number and a unit, e.g. 30s, 500ms, 1m30s)");
+  EXPECT_THAT(with_limit("max_header: 5"),
+              StartsWith("sepal.yaml:6: listeners[0].http1.max_header: unknown key "
+                         "\"max_header\""));
+  EXPECT_EQ(ErrorOf(RestListener("    http1: 5\n")),
+            "sepal.yaml:5: listeners[0].http1: expected a map, got \"5\"");
+}
+
+TEST(ConfigHttp1ErrorTest, UnknownProtocolIsABadChoice) {
+  EXPECT_EQ(ErrorOf(R"(
+listeners:
+  - name: a
+    address: 127.0.0.1:1
+    protocol: http3
+)"),
+            "sepal.yaml:4: listeners[0].protocol: unknown value \"http3\" (expected one of h2, "
+            "http1)");
+  EXPECT_EQ(ErrorOf(R"(
+listeners: [{name: a, address: "127.0.0.1:1"}]
+upstreams:
+  - name: up
+    address: 127.0.0.1:1
+    protocol: http3
+)"),
+            "sepal.yaml:5: upstreams[0].protocol: unknown value \"http3\" (expected one of h2, "
+            "http1)");
+}
+
+TEST(ConfigHttp1ErrorTest, ListenerAndUpstreamMustSpeakTheSameProtocol) {
+  // An http1 listener routing to an h2 upstream.
+  EXPECT_EQ(ErrorOf(RestListener(R"(    routes:
+      - match: /api/v0/fleet/
+        upstream: up
+)")),
+            "sepal.yaml:7: listeners[0].routes[0].upstream: upstream \"up\" speaks h2, this "
+            "listener http1 (set the same protocol on both; sepal does not translate between "
+            "gRPC and REST)");
+  // An h2 listener routing to an http1 upstream.
+  EXPECT_EQ(ErrorOf(absl::StrCat(R"(
+listeners:
+  - name: fleet
+    address: 127.0.0.1:9092
+    routes:
+      - match: /flwr.proto.Fleet/
+        upstream: rest
+)",
+                                 kRestUpstreams)),
+            "sepal.yaml:6: listeners[0].routes[0].upstream: upstream \"rest\" speaks http1, "
+            "this listener h2 (set the same protocol on both; sepal does not translate between "
+            "gRPC and REST)");
+}
+
+TEST(ConfigHttp1ErrorTest, Http1SectionNeedsAnHttp1Listener) {
+  EXPECT_EQ(ErrorOf(R"(
+listeners:
+  - name: a
+    address: 127.0.0.1:1
+    http1:
+      max_headers: 10
+)"),
+            "sepal.yaml:4: listeners[0].http1: http1: needs protocol: http1 on this listener");
+  // Also with an explicit protocol: h2.
+  EXPECT_EQ(ErrorOf(R"(
+listeners:
+  - name: a
+    address: 127.0.0.1:1
+    protocol: h2
+    http1: {max_headers: 10}
+)"),
+            "sepal.yaml:5: listeners[0].http1: http1: needs protocol: http1 on this listener");
+}
+
+TEST(ConfigHttp1ErrorTest, LimitsSectionIsNotForHttp1Listeners) {
+  EXPECT_EQ(ErrorOf(RestListener(R"(    limits:
+      max_concurrent_streams: 10
+)")),
+            "sepal.yaml:5: listeners[0].limits: limits: are HTTP/2 limits; a protocol: http1 "
+            "listener takes http1:");
+  // Wherever protocol: appears in the listener.
+  EXPECT_EQ(ErrorOf(R"(
+listeners:
+  - name: a
+    address: 127.0.0.1:1
+    limits: {max_concurrent_streams: 10}
+    protocol: http1
+)"),
+            "sepal.yaml:4: listeners[0].limits: limits: are HTTP/2 limits; a protocol: http1 "
+            "listener takes http1:");
+}
+
+TEST(ConfigHttp1ErrorTest, InspectGrpcAdapterIsNotForHttp1Listeners) {
+  EXPECT_EQ(ErrorOf(RestListener(R"(    routes:
+      - match: /flwr.proto.GrpcAdapter/SendReceive
+        upstream: rest
+        inspect: grpc_adapter
+)")),
+            "sepal.yaml:8: listeners[0].routes[0].inspect: inspect: grpc_adapter is for gRPC "
+            "(protocol: h2) listeners");
+  // inspect: none is fine there.
+  absl::StatusOr<Config> config = Parse(RestListener(R"(    routes:
+      - match: /api/v0/fleet/
+        upstream: rest
+        inspect: none
+)"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->listeners[0].routes[0].inspect, RouteConfig::Inspect::kNone);
+}
+
+TEST(ConfigHttp1Test, RestRouteMatchesArePaths) {
+  absl::StatusOr<Config> config = Parse(RestListener(R"(    routes:
+      - {match: /api/v0/fleet/pull-messages, upstream: rest}
+      - {match: /api/v0/fleet/, upstream: rest}
+      - {match: /api/v1/fleet/push-messages, upstream: rest}
+      - {match: /health, upstream: rest}
+)"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->listeners[0].routes.size(), 4u);
+  EXPECT_EQ(config->listeners[0].routes[0].match, "/api/v0/fleet/pull-messages");
+  EXPECT_EQ(config->listeners[0].routes[1].match, "/api/v0/fleet/");
+  EXPECT_EQ(config->listeners[0].routes[2].match, "/api/v1/fleet/push-messages");
+  EXPECT_EQ(config->listeners[0].routes[3].match, "/health");
+  // The same multi-segment path is not a gRPC method: an h2 listener refuses it.
+  EXPECT_EQ(ErrorOf(absl::StrCat(R"(
+listeners:
+  - name: fleet
+    address: 127.0.0.1:9092
+    routes: [{match: /api/v0/fleet/pull-messages, upstream: up}]
+)",
+                                 kRestUpstreams)),
+            "sepal.yaml:4: listeners[0].routes[0].match: route match "
+            "\"/api/v0/fleet/pull-messages\" must be \"/pkg.Service/\" (whole service) or "
+            "\"/pkg.Service/Method\"");
+  // First match wins on http1 listeners too.
+  EXPECT_EQ(ErrorOf(RestListener(R"(    routes:
+      - {match: /api/v0/fleet/, upstream: rest}
+      - {match: /api/v0/fleet/pull-messages, upstream: rest}
+)")),
+            "sepal.yaml:7: listeners[0].routes[1].match: route \"/api/v0/fleet/pull-messages\" "
+            "can never match: listeners[0].routes[0] (\"/api/v0/fleet/\") comes first and wins");
+}
+
+std::string RestRouteMatchError(const std::string& match) {
+  return ErrorOf(RestListener(absl::StrCat("    routes:\n      - upstream: rest\n        match: \"",
+                                           match, "\"\n")));
+}
+
+TEST(ConfigHttp1ErrorTest, RestRouteMatchShapes) {
+  EXPECT_EQ(RestRouteMatchError("api/v0"),
+            "sepal.yaml:7: listeners[0].routes[0].match: route match \"api/v0\" must start with "
+            "\"/\"");
+  EXPECT_EQ(RestRouteMatchError("/api/v0/fleet/*"),
+            "sepal.yaml:7: listeners[0].routes[0].match: route match \"/api/v0/fleet/*\" has a "
+            "wildcard; use \"/api/v0/fleet/\" for every path under it or an exact path such as "
+            "\"/api/v0/fleet/pull-messages\"");
+  for (const char* match : {"/api//v0", "/a?b", "/a%20b", "/a/../b", "/a/./b", "/a b", "/a#b",
+                            "//api/v0/fleet/"}) {
+    EXPECT_EQ(RestRouteMatchError(match),
+              absl::StrCat("sepal.yaml:7: listeners[0].routes[0].match: route match \"", match,
+                           "\" must be a plain path (no \"//\", \"?\", \"%\", \"#\", dot "
+                           "segments or spaces)"));
+  }
+  EXPECT_EQ(RestRouteMatchError(""),
+            "sepal.yaml:7: listeners[0].routes[0].match: route match \"\" must start with \"/\"");
+}
+
+// A match ending in a dot segment ("/api/v0/fleet/..") could never match: NormalizeTarget
+// refuses every such request target (400). (It used to be accepted.)
+TEST(ConfigHttp1ErrorTest, TrailingDotSegmentRouteMatchIsRefused) {
+  for (const char* match : {"/api/v0/fleet/..", "/api/v0/fleet/.", "/..", "/."}) {
+    EXPECT_EQ(RestRouteMatchError(match),
+              absl::StrCat("sepal.yaml:7: listeners[0].routes[0].match: route match \"", match,
+                           "\" must be a plain path (no \"//\", \"?\", \"%\", \"#\", dot "
+                           "segments or spaces)"));
+  }
+}
+
+TEST(ConfigHttp1Test, TlsHttp1ListenerNegotiatesHttp11) {
+  TempDir dir;
+  std::string cert = dir.Write("server.pem", "cert");
+  std::string key = dir.Write("server.key", "key");
+  absl::StatusOr<Config> config = Parse(absl::StrCat(R"(
+listeners:
+  - name: rest-tls
+    address: 127.0.0.1:1
+    tls: {certificate: )", cert, ", private_key: ", key, R"(}
+    protocol: http1
+  - name: grpc-tls
+    address: 127.0.0.1:2
+    tls: {certificate: )", cert, ", private_key: ", key, R"(}
+  - name: rest-tls-first
+    address: 127.0.0.1:3
+    protocol: http1
+    tls: {certificate: )", cert, ", private_key: ", key, "}\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_TRUE(config->listeners[0].tls.has_value());
+  EXPECT_EQ(config->listeners[0].tls->alpn, Protocol::kHttp1);
+  ASSERT_TRUE(config->listeners[1].tls.has_value());
+  EXPECT_EQ(config->listeners[1].tls->alpn, Protocol::kHttp2);
+  ASSERT_TRUE(config->listeners[2].tls.has_value());
+  EXPECT_EQ(config->listeners[2].tls->alpn, Protocol::kHttp1);
+  // ALPN takes part in equality: a reload that changes the protocol rebuilds the context.
+  EXPECT_NE(*config->listeners[0].tls, *config->listeners[1].tls);
+  EXPECT_THAT(Summarize(*config), HasSubstr("listener rest-tls on 127.0.0.1:1 tls protocol http1\n"));
+  EXPECT_THAT(Summarize(*config), HasSubstr("listener grpc-tls on 127.0.0.1:2 tls\n"));
+}
+
+TEST(ConfigSummarizeTest, MentionsProtocolHttp1) {
+  absl::StatusOr<Config> config = Parse(absl::StrCat(R"(
+listeners:
+  - name: fleet-rest
+    address: 127.0.0.1:9096
+    protocol: http1
+    routes: [{match: /api/v0/fleet/, upstream: rest}]
+  - name: rest-closed
+    address: 127.0.0.1:9097
+    protocol: http1
+  - name: fleet
+    address: 127.0.0.1:9092
+    routes: [{match: /flwr.proto.Fleet/, upstream: up}]
+)",
+                                                     kRestUpstreams));
+  ASSERT_TRUE(config.ok()) << config.status();
+  std::string summary = Summarize(*config);
+  EXPECT_THAT(summary, HasSubstr("listener fleet-rest on 127.0.0.1:9096 cleartext protocol http1\n"
+                                 "  /api/v0/fleet/ -> rest  allow: every peer"));
+  EXPECT_THAT(summary, HasSubstr("listener rest-closed on 127.0.0.1:9097 cleartext protocol "
+                                 "http1\n  (no routes: every request 404)\n"));
+  EXPECT_THAT(summary, HasSubstr("listener fleet on 127.0.0.1:9092 h2c\n"));
+  EXPECT_THAT(summary, HasSubstr("upstream rest at 127.0.0.2:9095 protocol http1, connect_timeout "
+                                 "5s\n"));
+  EXPECT_THAT(summary, HasSubstr("upstream up at 127.0.0.2:9092, connect_timeout 5s\n"));
+}
+
+}  // namespace
+}  // namespace sepal::config
