@@ -9,7 +9,7 @@ pkgs=(
   libnghttp2-dev libssl-dev libabsl-dev libyaml-cpp-dev libjemalloc-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libgtest-dev libgmock-dev libbenchmark-dev
-  iproute2 procps curl nghttp2-client prometheus openssl jq python3 python3-yaml
+  iproute2 procps curl nghttp2-client prometheus openssl jq python3 python3-yaml python3-requests
   clang-14 libclang-rt-14-dev libfuzzer-14-dev
   dpkg-dev fakeroot file systemd
   chromium fonts-dejavu-core
