@@ -413,6 +413,8 @@ void Http1Connection::ReadFirstBodyChunk() {
     AcquireUpstream();
     return;
   }
+  // Beast reads what the buffer has room for: without this a body moves 512 bytes per read.
+  buffer_.reserve(kChunkBytes);
   auto& body = request.parser->get().body();
   body.data = request_chunk_.get() + request.first_chunk;
   body.size = kChunkBytes - request.first_chunk;
@@ -543,6 +545,7 @@ void Http1Connection::WriteRequestChunk(size_t n, bool last) {
 void Http1Connection::ReadRequestBody() {
   Request& request = *request_;
   request.replayable = false;
+  buffer_.reserve(kChunkBytes);
   auto& body = request.parser->get().body();
   body.data = request_chunk_.get();
   body.size = kChunkBytes;
@@ -605,6 +608,7 @@ void Http1Connection::UpstreamFailed(std::string_view why) {
 
 void Http1Connection::ReadResponseHeader() {
   Request& request = *request_;
+  request.upstream->buffer().reserve(kChunkBytes);  // else the body moves 512 bytes per read
   request.response_parser.emplace();
   request.response_parser->header_limit(kResponseHeaderLimit);
   request.response_parser->body_limit(boost::none);

@@ -95,6 +95,7 @@ void Http1UpstreamPool::Release(std::shared_ptr<Http1Upstream> connection) {
     connection->Close();  // bytes nobody asked for: the connection is out of step
     return;
   }
+  connection->buffer().shrink_to_fit();  // an idle connection keeps no read buffer
   connection->idle_since_ = std::chrono::steady_clock::now();
   WatchIdle(connection);
   idle_.push_back(std::move(connection));
