@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034  # install, build, keep, BUILD, shift_by: read by the caller
-# Shared by bench/run.sh, bench/attacks.sh and bench/federation.sh (sourced, not run):
+# Shared by bench/run.sh, bench/attacks.sh, bench/federation.sh and bench/rest.sh (sourced, not run):
 # processes started and stopped by PID, /proc readings, ports, JSON fields, and the peers'
 # configurations (nginx, HAProxy, nghttpx: one worker, h2c on both sides, no access logs).
 #
@@ -293,4 +293,12 @@ nghttpx_args() {
   # With TLS on the frontend, the key and certificate are the two positional arguments.
   [[ -n "$tls" ]] && printf '%s\n' "$CERTS/server.key" "$CERTS/server.pem"
   return 0
+}
+
+# forget_pid PID: drops PID from the ones the exit trap stops, once it has been waited for or
+# stopped (a reaped PID can be given to another process).
+forget_pid() {
+  local pid=$1 kept=() p
+  for p in "${started_pids[@]}"; do [[ "$p" == "$pid" ]] || kept+=("$p"); done
+  started_pids=("${kept[@]}")
 }
