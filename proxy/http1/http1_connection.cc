@@ -6,6 +6,9 @@
 #include <boost/beast/http/field.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <cstring>
 
 #include "filters/access_log/access_log.h"
@@ -614,6 +617,7 @@ void Http1Connection::ReadResponseHeader() {
   request.response_parser->body_limit(boost::none);
   if (request.parser->get().method() == http::verb::head) request.response_parser->skip(true);
   Arm(Phase::kUpstream, routes_->config.http1.upstream_timeout);
+  WatchForClientLeaving();
   auto self = shared_from_this();
   http::async_read_header(request.upstream->stream(), request.upstream->buffer(),
                           *request.response_parser, [self](boost::system::error_code ec, size_t) {
@@ -621,6 +625,26 @@ void Http1Connection::ReadResponseHeader() {
                             self->Disarm();
                             self->OnResponseHeader(ec);
                           });
+}
+
+void Http1Connection::WatchForClientLeaving() {
+  // Bytes already read (a pipelined request): the client is there; whether it leaves later
+  // shows when its next request is read.
+  if (watching_client_ || buffer_.size() > 0) return;
+  watching_client_ = true;
+  auto self = shared_from_this();
+  transport_.socket().async_wait(Socket::wait_read, [self](boost::system::error_code ec) {
+    self->watching_client_ = false;
+    if (ec || self->closed_) return;
+    // Readable: end of stream or a reset means the client left; bytes (a pipelined request,
+    // a TLS record) stay where they are for the next read.
+    char byte;
+    ssize_t n = ::recv(self->transport_.socket().native_handle(), &byte, 1,
+                       MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+      self->Close("the client left before the upstream answered");
+    }
+  });
 }
 
 void Http1Connection::OnResponseHeader(boost::system::error_code ec) {

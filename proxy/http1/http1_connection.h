@@ -91,6 +91,11 @@ class Http1Connection final : public std::enable_shared_from_this<Http1Connectio
   void ReadRequestBody();
   void OnRequestBodyError(boost::system::error_code ec);
   void ReadResponseHeader();
+  // While the upstream thinks, nothing reads the client: a one-shot wait for readability
+  // tells a client that left (end of stream, reset) from one that sent more, and closes the
+  // connection, its upstream connection and the call (499) at once instead of when the
+  // upstream answers or upstream_timeout fires.
+  void WatchForClientLeaving();
   void OnResponseHeader(boost::system::error_code ec);
   void WriteResponseHeader();
   void ReadResponseBody();
@@ -138,6 +143,7 @@ class Http1Connection final : public std::enable_shared_from_this<Http1Connectio
   bool in_request_ = false;
   bool awaiting_identity_ = false;  // a request's header is in; the identity is not
   bool lingering_ = false;          // the last answer is out; closing
+  bool watching_client_ = false;    // WatchForClientLeaving's wait is pending
   boost::beast::flat_buffer buffer_;
   boost::asio::steady_timer timer_;
   Phase phase_ = Phase::kNone;

@@ -420,6 +420,34 @@ TEST_F(RestTest, SlowUpstreamIs504) {
   EXPECT_EQ(client.Post("/api/v0/fleet/pull-messages", Protobuf(FleetRequestBody(1))).status, 200);
 }
 
+// A client that gives up while the SuperLink is still thinking: sepal sees it leave, drops
+// the upstream connection and ends the call (499) at once, not when the upstream answers or
+// upstream_timeout fires. Else every abandoned request would hold an upstream connection and
+// the peer's call slot for up to 300 s.
+TEST_F(RestTest, AClientLeavingWhileTheUpstreamThinksEndsTheCallAtOnce) {
+  StartSepal(Yaml());
+  const std::string active = "sepal_grpc_streams_active{listener=\"rest\"}";
+  RestClient client = ClientFrom("127.0.0.2");
+  ASSERT_TRUE(client.WriteRaw(
+      "POST /api/v0/fleet/pull-messages HTTP/1.1\r\nHost: superlink\r\n"
+      "Content-Type: application/protobuf\r\nx-sleep-ms: 2500\r\nContent-Length: 0\r\n\r\n"));
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (Metric(active) != "1" && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(Metric(active), "1");
+  auto left = std::chrono::steady_clock::now();
+  client.Close();
+  while (Metric(active) != "0" && std::chrono::steady_clock::now() < left + std::chrono::seconds(3)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(Metric(active), "0");
+  EXPECT_LT(std::chrono::steady_clock::now() - left, std::chrono::seconds(1));
+  EXPECT_EQ(Metric("sepal_grpc_requests_total{listener=\"rest\",grpc_service=\"rest\","
+                   "grpc_method=\"pull-messages\",grpc_code=\"CANCELLED\"}"),
+            "1");
+}
+
 TEST_F(RestTest, UpstreamAnswersOtherThan200AreForwarded) {
   StartSepal(Yaml());
   RestClient client = ClientFrom("127.0.0.2");
