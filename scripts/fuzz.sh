@@ -4,7 +4,7 @@
 # one after the other. Prints libFuzzer's own output; exits non-zero if any target found a
 # crash, leak, timeout or out-of-memory, naming the file libFuzzer wrote the input to.
 #
-#   scripts/fuzz.sh SECONDS [TARGET...]     # targets: config proxy_protocol whois localapi downstream grpc_adapter
+#   scripts/fuzz.sh SECONDS [TARGET...]     # targets: config proxy_protocol whois localapi downstream grpc_adapter rest
 #   FUZZ_JOBS_DIR=/some/dir scripts/fuzz.sh 600   # keep the scratch corpora and logs there
 #
 # New inputs stay in the scratch corpus; to keep the useful ones, merge them into a fresh
@@ -16,7 +16,7 @@ usage() { echo "usage: $0 SECONDS [TARGET...]" >&2; exit 2; }
 seconds=$1
 shift
 root=$(cd "$(dirname "$0")/.." && pwd)
-all_targets=(config proxy_protocol whois localapi downstream grpc_adapter)
+all_targets=(config proxy_protocol whois localapi downstream grpc_adapter rest)
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=("${all_targets[@]}")
 for target in "${targets[@]}"; do

@@ -1,7 +1,7 @@
 # The fuzz targets, one line each: name, sources (in this folder), sepal libraries. Used by
 # CMakeLists.txt here (libFuzzer executables, fuzz build) and by replay.cmake (the same
 # sources linked with replay_main.cc and registered with ctest, every build with tests).
-set(SEPAL_FUZZ_TARGETS config proxy_protocol whois localapi downstream grpc_adapter)
+set(SEPAL_FUZZ_TARGETS config proxy_protocol whois localapi downstream grpc_adapter rest)
 set(SEPAL_FUZZ_config_SOURCES config_fuzzer.cc)
 set(SEPAL_FUZZ_config_LIBS sepal_config)
 set(SEPAL_FUZZ_proxy_protocol_SOURCES proxy_protocol_fuzzer.cc)
@@ -14,6 +14,8 @@ set(SEPAL_FUZZ_downstream_SOURCES downstream_fuzzer.cc fake_h2_upstream.cc)
 set(SEPAL_FUZZ_downstream_LIBS sepal_core)
 set(SEPAL_FUZZ_grpc_adapter_SOURCES grpc_adapter_fuzzer.cc)
 set(SEPAL_FUZZ_grpc_adapter_LIBS sepal_filters)
+set(SEPAL_FUZZ_rest_SOURCES rest_fuzzer.cc fake_http1_upstream.cc)
+set(SEPAL_FUZZ_rest_LIBS sepal_core)
 
 # sepal_fuzz_executable(<executable> <target> [extra sources...]): the target's sources and
 # libraries, warnings as for the rest of sepal.

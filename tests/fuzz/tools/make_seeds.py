@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Writes the hand-made seeds of the proxy_protocol, whois, localapi and grpc_adapter corpora.
+"""Writes the hand-made seeds of the proxy_protocol, whois, localapi, grpc_adapter and rest
+corpora.
 
 Usage: tests/fuzz/tools/make_seeds.py [CORPUS_DIR]   (default: tests/fuzz/corpus)
 The downstream corpus comes from make_h2_seeds (a C++ tool on nghttp2's client API), the
@@ -127,11 +128,64 @@ def grpc_adapter():
     }
 
 
+# rest: byte 0 picks the listener and the write size (rest_fuzzer.cc); 0x14 = plain, all at once.
+REST_PLAIN, REST_PROXY, REST_AFTER_PREFIX = b"\x14", b"\x15", b"\x16"
+REST_HEADERS = (b"Host: superlink:9095\r\nUser-Agent: python-requests/2.28.1\r\n"
+                b"Accept-Encoding: gzip, deflate\r\nAccept: application/protobuf\r\n"
+                b"Connection: keep-alive\r\nContent-Type: application/protobuf\r\n")
+
+
+def rest_post(method, body=b"", extra=b""):
+    return (b"POST //api/v0/fleet/" + method + b" HTTP/1.1\r\n" + REST_HEADERS + extra
+            + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+def rest():
+    node = field(1, b"\x08\x05")  # a small protobuf body
+    return {
+        "register-node": REST_PLAIN + rest_post(b"register-node", node),
+        "keep-alive-sequence": REST_PLAIN + rest_post(b"pull-messages", node)
+        + rest_post(b"push-messages", b"\x0a" * 300) + rest_post(b"send-node-heartbeat"),
+        "denied": REST_PLAIN + rest_post(b"unregister-node", node),
+        "open": REST_PLAIN + b"GET /open/thing?x=1 HTTP/1.1\r\nHost: a\r\n\r\n",
+        "unrouted": REST_PLAIN + b"GET /other HTTP/1.1\r\nHost: a\r\n\r\n",
+        "chunked-body": REST_PLAIN + b"POST /api/v0/fleet/push-object HTTP/1.1\r\nHost: a\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "chunked-answer": REST_PLAIN + rest_post(b"chunked", b"abc"),
+        "smuggling": REST_PLAIN + b"POST /api/v0/fleet/pull-messages HTTP/1.1\r\nHost: a\r\n"
+        b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "two-lengths": REST_PLAIN + b"POST /api/v0/fleet/get-run HTTP/1.1\r\nHost: a\r\n"
+        b"Content-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        "expect-continue": REST_PLAIN + rest_post(b"push-object", b"x" * 100,
+                                                  b"Expect: 100-continue\r\n"),
+        "identity-forged": REST_PLAIN + rest_post(b"get-fab", b"", b"Tailscale-User-Login: root\r\n"
+                                                  b"tailscale-node-tags: tag:admin\r\n"
+                                                  b"Connection: keep-alive, tailscale-x\r\n"),
+        "upstream-close": REST_PLAIN + rest_post(b"close", b"ab"),
+        "upstream-hang": REST_PLAIN + rest_post(b"hang", b"ab"),
+        "upstream-early": REST_PLAIN + rest_post(b"early", b"y" * 70000),
+        "upstream-big": b"\x34" + rest_post(b"big"),  # the client reads only at the end
+        "upstream-missing": REST_PLAIN + rest_post(b"missing"),
+        "upstream-garbage": REST_PLAIN + rest_post(b"garbage"),
+        "bytewise": b"\x00" + rest_post(b"pull-messages", node),
+        "proxy-v1": REST_PROXY + b"PROXY TCP4 100.64.0.9 100.64.0.1 41000 9095\r\n"
+        + rest_post(b"pull-messages", node),
+        "proxy-outside-tailnet": REST_PROXY + b"PROXY TCP4 10.1.2.3 100.64.0.1 41000 9095\r\n"
+        + rest_post(b"pull-messages", node) + b"GET /open/x HTTP/1.1\r\nHost: a\r\n\r\n",
+        "after-prefix": REST_AFTER_PREFIX + b"pull-object HTTP/1.1\r\nHost: a\r\n"
+        b"Content-Length: 3\r\n\r\nabc",
+        "http10": REST_PLAIN + b"POST /api/v0/fleet/ping HTTP/1.0\r\nContent-Length: 0\r\n\r\n",
+        "h2-preface": REST_PLAIN + b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        "long-line": REST_PLAIN + b"GET /api/v0/fleet/" + b"a" * 1100 + b" HTTP/1.1\r\n\r\n",
+    }
+
+
 def main():
     root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..",
                                                                "corpus")
     for target, seeds in (("proxy_protocol", proxy_protocol()), ("whois", whois()),
-                          ("localapi", localapi()), ("grpc_adapter", grpc_adapter())):
+                          ("localapi", localapi()), ("grpc_adapter", grpc_adapter()),
+                          ("rest", rest())):
         os.makedirs(os.path.join(root, target), exist_ok=True)
         for name, data in seeds.items():
             with open(os.path.join(root, target, name), "wb") as out:
