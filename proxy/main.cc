@@ -109,7 +109,14 @@ int main(int argc, char** argv) {
   bool check = false;
   if (const char* level = std::getenv("SEPAL_LOG_LEVEL")) {
     sepal::LogLevel parsed;
-    if (sepal::ParseLogLevel(level, &parsed)) sepal::g_min_log_level = parsed;
+    if (sepal::ParseLogLevel(level, &parsed)) {
+      sepal::g_min_log_level = parsed;
+    } else {
+      std::fprintf(stderr,
+                   "sepal: SEPAL_LOG_LEVEL=%s is not a log level (debug, info, warn, error); "
+                   "logging at info\n",
+                   level);
+    }
   }
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];

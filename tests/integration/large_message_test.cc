@@ -168,6 +168,20 @@ TEST(SepalProcessTest, CheckRejectsBadConfigWithFileAndLine) {
   EXPECT_NE(output.find("adress"), std::string::npos) << output;
 }
 
+// A SEPAL_LOG_LEVEL that is not a level is said, not silently ignored (the default applies).
+TEST(SepalProcessTest, AnUnknownSepalLogLevelIsReported) {
+  std::string output;
+  int rc = RunCommand("SEPAL_LOG_LEVEL=verbose " + std::string(SEPAL_BINARY) + " --version",
+                      &output);
+  EXPECT_EQ(rc, 0);
+  EXPECT_NE(output.find("SEPAL_LOG_LEVEL=verbose is not a log level"), std::string::npos)
+      << output;
+  output.clear();
+  rc = RunCommand("SEPAL_LOG_LEVEL=warn " + std::string(SEPAL_BINARY) + " --version", &output);
+  EXPECT_EQ(rc, 0);
+  EXPECT_EQ(output.find("SEPAL_LOG_LEVEL"), std::string::npos) << output;
+}
+
 // --version and sepal_build_info name the same version, commit and build type: the ones
 // this tree was configured and built from.
 TEST(SepalProcessTest, VersionAndBuildInfoNameVersionCommitAndBuildType) {
