@@ -43,10 +43,15 @@ Server::~Server() { Stop(); }
 namespace {
 
 // Resolves every TCP upstream host now, so a reload with a name that does not resolve
-// fails as a whole instead of leaving a worker with a pool that cannot connect.
-absl::Status ResolveUpstreams(const config::Config& config) {
+// fails as a whole instead of leaving a worker with a pool that cannot connect. Returns each
+// one's first address, the one its pool dials (/ready probes it); an upstream unchanged
+// from `current` keeps its pool, so it keeps the address found then (in `known`).
+absl::StatusOr<Server::UpstreamEndpoints> ResolveUpstreams(const config::Config& config,
+                                                           const config::Config* current,
+                                                           const Server::UpstreamEndpoints& known) {
   boost::asio::io_context io;
   boost::asio::ip::tcp::resolver resolver(io);
+  Server::UpstreamEndpoints endpoints;
   for (const config::UpstreamConfig& upstream : config.upstreams) {
     if (upstream.address.kind != config::SocketAddress::Kind::kTcp) continue;
     boost::system::error_code ec;
@@ -57,8 +62,14 @@ absl::Status ResolveUpstreams(const config::Config& config) {
                                            upstream.address.host, ": ",
                                            ec ? ec.message() : std::string("no addresses")));
     }
+    endpoints[upstream.name] = results.begin()->endpoint();
+    if (current == nullptr) continue;
+    for (const config::UpstreamConfig& before : current->upstreams) {
+      auto kept = known.find(upstream.name);
+      if (before == upstream && kept != known.end()) endpoints[upstream.name] = kept->second;
+    }
   }
-  return absl::OkStatus();
+  return endpoints;
 }
 
 }  // namespace
@@ -105,7 +116,8 @@ absl::Status Server::Start() {
   // One metrics shard per worker (plus the shared one), before any worker counts.
   stats::GetFamilies();
   metrics::DefaultRegistry().SetShardCount(count);
-  if (absl::Status status = ResolveUpstreams(*config_); !status.ok()) return status;
+  auto endpoints = ResolveUpstreams(*config_, nullptr, {});
+  if (!endpoints.ok()) return endpoints.status();
   // Certificates and keys are loaded now: a bad pair stops the start, naming the file.
   if (absl::Status status = tls::ValidateUpstreamTls(*config_); !status.ok()) return status;
   if (absl::Status status = tls_contexts_->Load(*config_); !status.ok()) return status;
@@ -130,6 +142,7 @@ absl::Status Server::Start() {
   {
     std::lock_guard lock(mutex_);
     bound_ports_ = ports;
+    upstream_endpoints_ = *std::move(endpoints);
   }
   for (const config::ListenerConfig& listener : config_->listeners) {
     LogInfo("listener ", listener.name, " on ", listener.address.host, ":",
@@ -195,7 +208,8 @@ absl::Status Server::Reload(config::ConfigSnapshot next) {
   if (next->admin.address != current->admin.address) {
     LogWarning("reload: admin.address changed; a restart applies that");
   }
-  if (absl::Status status = ResolveUpstreams(*next); !status.ok()) return fail(status);
+  auto endpoints = ResolveUpstreams(*next, current.get(), upstream_endpoints());
+  if (!endpoints.ok()) return fail(endpoints.status());
   if (absl::Status status = tls::ValidateUpstreamTls(*next); !status.ok()) return fail(status);
   auto access_log = AccessLogFor(*next);
   if (!access_log.ok()) return fail(access_log.status());
@@ -226,6 +240,7 @@ absl::Status Server::Reload(config::ConfigSnapshot next) {
   {
     std::lock_guard lock(mutex_);
     config_ = next;
+    upstream_endpoints_ = *std::move(endpoints);
     generation_ = number;
     loaded_at_ = std::chrono::system_clock::now();
     std::map<std::string, uint16_t> ports;
@@ -248,6 +263,11 @@ absl::Status Server::ApplyFetchedCertificate(const std::string& listener,
                                              std::string_view certificate_chain_pem,
                                              std::string_view private_key_pem) {
   return tls_contexts_->UpdatePair(listener, certificate_chain_pem, private_key_pem);
+}
+
+Server::UpstreamEndpoints Server::upstream_endpoints() const {
+  std::lock_guard lock(mutex_);
+  return upstream_endpoints_;
 }
 
 config::ConfigSnapshot Server::config() const {
@@ -292,7 +312,13 @@ std::string Probe(const boost::asio::generic::stream_protocol::endpoint& endpoin
 
 admin::Readiness Server::CheckReadiness() const {
   admin::Readiness readiness;
-  config::ConfigSnapshot current = config();  // the admin thread reads a consistent one
+  config::ConfigSnapshot current;
+  UpstreamEndpoints endpoints;
+  {
+    std::lock_guard lock(mutex_);  // the admin thread reads a consistent pair
+    current = config_;
+    endpoints = upstream_endpoints_;
+  }
   auto problem = [&](std::string component, std::string what) {
     readiness.ready = false;
     readiness.problems.emplace_back(std::move(component), std::move(what));
@@ -303,10 +329,13 @@ admin::Readiness Server::CheckReadiness() const {
     if (upstream.address.kind == config::SocketAddress::Kind::kUnix) {
       endpoint = boost::asio::local::stream_protocol::endpoint(upstream.address.path);
     } else {
-      boost::system::error_code ec;
-      auto ip = boost::asio::ip::make_address(upstream.address.host, ec);
-      if (ec) ip = boost::asio::ip::make_address("127.0.0.1");  // names: probe loopback
-      endpoint = boost::asio::ip::tcp::endpoint(ip, upstream.address.port);
+      // The address the upstream's pools dial: resolved when the config was loaded.
+      auto resolved = endpoints.find(upstream.name);
+      if (resolved == endpoints.end()) {
+        problem("upstream " + upstream.name, upstream.address.text + ": not resolved yet");
+        continue;
+      }
+      endpoint = resolved->second;
     }
     std::string why = Probe(endpoint, std::chrono::milliseconds(500));
     if (!why.empty()) problem("upstream " + upstream.name, upstream.address.text + ": " + why);

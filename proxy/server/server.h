@@ -3,6 +3,7 @@
 // integration tests.
 #pragma once
 
+#include <boost/asio/ip/tcp.hpp>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -53,6 +54,9 @@ class Server {
   absl::Status Reload(config::ConfigSnapshot next);
   // The config in force and its generation (1 = the one started with).
   config::ConfigSnapshot config() const;
+  // Each TCP upstream's address as its pools dial it (resolved at load), by name.
+  using UpstreamEndpoints = std::map<std::string, boost::asio::ip::tcp::endpoint>;
+  UpstreamEndpoints upstream_endpoints() const;
   uint64_t generation() const;
   // sepal_config_reloads_total{result} (+ the last-success time): Reload counts itself;
   // main() counts a file that did not parse.
@@ -92,8 +96,10 @@ class Server {
   // The access log for `next`: the running one if its settings are unchanged.
   absl::StatusOr<std::shared_ptr<filters::AccessLog>> AccessLogFor(const config::Config& next);
 
-  mutable std::mutex mutex_;  // guards config_, generation_, loaded_at_, bound_ports_
+  mutable std::mutex mutex_;  // guards config_, upstream_endpoints_, generation_, loaded_at_,
+                              // bound_ports_
   config::ConfigSnapshot config_;
+  UpstreamEndpoints upstream_endpoints_;
   uint64_t generation_ = 1;
   std::chrono::system_clock::time_point loaded_at_ = std::chrono::system_clock::now();
   std::map<std::string, uint16_t> bound_ports_;

@@ -4,9 +4,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <boost/asio/ip/tcp.hpp>
 #include <sstream>
 #include <thread>
 
+#include "proxy/admin/admin_server.h"
 #include "proxy/metrics/metrics.h"
 #include "tests/integration/loopback.h"
 #include "tests/integration/proxy_fixture.h"
@@ -236,6 +238,57 @@ TEST_F(ProxyTest, AdminServerExposesMetricsReadinessAndConfig) {
   std::string ready = HttpGet(admin, "/ready");
   EXPECT_TRUE(ready.starts_with("HTTP/1.1 503")) << ready;
   EXPECT_NE(ready.find("upstream superlink"), std::string::npos) << ready;
+}
+
+// An upstream given by host name is probed where sepal connects to it (the address its
+// pools resolved at load), not on 127.0.0.1. Needs a name for another loopback address:
+// Debian's /etc/hosts has "::1 ip6-localhost" and "127.0.1.1 <hostname>"; else skipped.
+TEST_F(ProxyTest, ReadinessProbesAnUpstreamNamedByHostWhereTheNameResolves) {
+  std::vector<std::string> names = {"ip6-localhost"};
+  char hostname[256] = {};
+  if (gethostname(hostname, sizeof(hostname) - 1) == 0 && hostname[0] != 0) {
+    names.emplace_back(hostname);
+  }
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::resolver resolver(io);
+  std::string name;
+  boost::asio::ip::address ip;
+  for (const std::string& candidate : names) {
+    boost::system::error_code ec;
+    auto results =
+        resolver.resolve(candidate, "1", boost::asio::ip::tcp::resolver::numeric_service, ec);
+    if (ec || results.empty()) continue;
+    auto first = results.begin()->endpoint().address();
+    if (first.is_loopback() && first != boost::asio::ip::make_address("127.0.0.1")) {
+      name = candidate;
+      ip = first;
+      break;
+    }
+  }
+  if (name.empty()) GTEST_SKIP() << "no host name for a loopback address but 127.0.0.1 here";
+  std::string bind = ip.is_v6() ? "[" + ip.to_string() + "]:0" : ip.to_string() + ":0";
+  auto named_backend = FakeSuperLink::Start(bind);
+  if (!named_backend) GTEST_SKIP() << "cannot listen on " << bind;
+  StartSepal(DefaultConfigYaml(name + ":" + std::to_string(named_backend->port())));
+  auto describe = [](const admin::Readiness& readiness) {
+    std::string text;
+    for (const auto& [component, what] : readiness.problems) text += component + ": " + what + "\n";
+    return text;
+  };
+  admin::Readiness readiness = server_->CheckReadiness();
+  EXPECT_TRUE(readiness.ready) << name << " is " << ip << "\n" << describe(readiness);
+  {
+    auto stub = Fleet::NewStub(NewChannel());
+    grpc::ClientContext context;
+    FleetRequest request;
+    FleetResponse response;
+    EXPECT_TRUE(stub->GetFab(&context, request, &response).ok());
+  }
+  named_backend->Shutdown();
+  readiness = server_->CheckReadiness();
+  EXPECT_FALSE(readiness.ready);
+  EXPECT_NE(describe(readiness).find("upstream superlink: " + name + ":"), std::string::npos)
+      << describe(readiness);
 }
 
 }  // namespace
