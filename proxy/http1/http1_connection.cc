@@ -41,7 +41,6 @@ LogRateLimit g_log_upstream("REST upstream failures");
 constexpr std::string_view kNoRoute = "no_route";
 constexpr std::string_view kBadRequest = "bad_request";
 constexpr std::string_view kUpstreamFailed = "upstream_failed";
-constexpr std::string_view kShutdown = "shutting_down";
 
 constexpr std::chrono::seconds kLingerTime{2};
 constexpr size_t kLingerBytes = 1 << 20;
@@ -98,6 +97,8 @@ void CopyEndToEnd(const From& from, To* to) {
 bool IsNeedBuffer(const boost::system::error_code& ec) { return ec == http::error::need_buffer; }
 
 }  // namespace
+
+Http1Connection::Request::Request() = default;
 
 Http1Connection::Http1Connection(Worker& worker, Listener& listener, Socket socket,
                                  identity::PeerAddress peer, boost::asio::ip::address local_ip)

@@ -152,6 +152,9 @@ class Http1Connection final : public std::enable_shared_from_this<Http1Connectio
 
   // --- The request being served.
   struct Request {
+    // Declared, not defaulted here: clang decides whether std::optional<Request> can
+    // emplace() before this class's member initializers are parsed.
+    Request();
     std::optional<RequestParser> parser;
     ListenerRoutesPtr routes;  // the listener's routes when the request began
     const Route* route = nullptr;
