@@ -629,23 +629,46 @@ void Http1Connection::ReadResponseHeader() {
 }
 
 void Http1Connection::WatchForClientLeaving() {
-  // Bytes already read (a pipelined request): the client is there; whether it leaves later
-  // shows when its next request is read.
-  if (watching_client_ || buffer_.size() > 0) return;
+  client_watch_active_ = true;
+  if (watching_client_) return;
   watching_client_ = true;
   auto self = shared_from_this();
   transport_.socket().async_wait(Socket::wait_read, [self](boost::system::error_code ec) {
     self->watching_client_ = false;
-    if (ec || self->closed_) return;
-    // Readable: end of stream or a reset means the client left; bytes (a pipelined request,
-    // a TLS record) stay where they are for the next read.
-    char byte;
-    ssize_t n = ::recv(self->transport_.socket().native_handle(), &byte, 1,
-                       MSG_PEEK | MSG_DONTWAIT);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-      self->Close("the client left before the upstream answered");
-    }
+    if (ec || self->closed_ || !self->client_watch_active_) return;
+    self->OnClientReadable();
   });
+}
+
+void Http1Connection::OnClientReadable() {
+  constexpr std::string_view kLeft = "the client left before its answer";
+  auto transient = [](int error) {
+    return error == EAGAIN || error == EWOULDBLOCK || error == EINTR;
+  };
+  int fd = transport_.socket().native_handle();
+  if (transport_.tls() != nullptr) {
+    // TLS records cannot be taken out of the stream here: only a close or a reset is seen;
+    // bytes (a pipelined request, a close_notify) end the watch.
+    char byte;
+    ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && !transient(errno))) Close(kLeft);
+    return;
+  }
+  // Cleartext: what the client sends meanwhile (a pipelined request) goes where the next
+  // request is looked for, up to the read buffer's bound (then TCP back-pressure, and the
+  // watch ends); the watch goes on.
+  size_t room = buffer_.max_size() - buffer_.size();
+  if (room == 0) return;
+  auto space = buffer_.prepare(room);
+  ssize_t n = ::recv(fd, space.data(), space.size(), MSG_DONTWAIT);
+  if (n > 0) {
+    buffer_.commit(static_cast<size_t>(n));
+    WatchForClientLeaving();
+  } else if (n < 0 && transient(errno)) {
+    WatchForClientLeaving();
+  } else {
+    Close(kLeft);
+  }
 }
 
 void Http1Connection::OnResponseHeader(boost::system::error_code ec) {
@@ -899,7 +922,11 @@ void Http1Connection::Close(std::string_view reason) {
     if (request_->upstream) request_->upstream->Close();
     if (request_->status == 0) request_->status = 499;  // the client left first
     RecordRequest();
-    ResetRequest();
+    // The request's objects stay until the connection is destroyed: an operation still
+    // pending on them (an upstream read while the client left, a forced close) completes
+    // with operation_aborted into its parser and buffers, and its handler holds this
+    // connection.
+    EndRequestCalls();
   }
   transport_.Close();
   peer_session_.Release();
@@ -907,13 +934,20 @@ void Http1Connection::Close(std::string_view reason) {
   listener_.ConnectionClosed();
 }
 
-void Http1Connection::ResetRequest() {
-  if (!request_) return;
+void Http1Connection::EndRequestCalls() {
+  client_watch_active_ = false;  // the client is read again (or closed) from here on
   if (request_->peer_call) request_->peer_call->EndCall();
+  request_->peer_call.reset();
   if (request_->breaker_call != nullptr) request_->breaker_call->EndCall();
-  request_.reset();
+  request_->breaker_call = nullptr;
   in_request_ = false;
   awaiting_identity_ = false;
+}
+
+void Http1Connection::ResetRequest() {
+  if (!request_) return;
+  EndRequestCalls();
+  request_.reset();
 }
 
 void Http1Connection::RecordRequest() {

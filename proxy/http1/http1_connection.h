@@ -91,11 +91,14 @@ class Http1Connection final : public std::enable_shared_from_this<Http1Connectio
   void ReadRequestBody();
   void OnRequestBodyError(boost::system::error_code ec);
   void ReadResponseHeader();
-  // While the upstream thinks, nothing reads the client: a one-shot wait for readability
-  // tells a client that left (end of stream, reset) from one that sent more, and closes the
-  // connection, its upstream connection and the call (499) at once instead of when the
-  // upstream answers or upstream_timeout fires.
+  // While the upstream answers (from the end of the request to the end of the response),
+  // nothing reads the client: a wait for readability sees one that left (end of stream,
+  // reset) and closes the connection, its upstream connection and the call (499) at once,
+  // instead of when the upstream answers or upstream_timeout fires. Bytes it sends meanwhile
+  // (pipelining) are moved to the read buffer on a cleartext connection and the wait goes
+  // on; on TLS they end the watch.
   void WatchForClientLeaving();
+  void OnClientReadable();
   void OnResponseHeader(boost::system::error_code ec);
   void WriteResponseHeader();
   void ReadResponseBody();
@@ -126,6 +129,9 @@ class Http1Connection final : public std::enable_shared_from_this<Http1Connectio
   bool TimedOut(Phase phase) const { return timed_out_ == phase; }
 
   void RecordRequest();
+  // The request's peer and breaker slots are given back.
+  void EndRequestCalls();
+  // ... and its state dropped (only when nothing is pending on it).
   void ResetRequest();
   void Count(std::string_view limit);
   void CountProtocolError(std::string_view kind);
@@ -141,9 +147,10 @@ class Http1Connection final : public std::enable_shared_from_this<Http1Connectio
   bool closed_ = false;
   bool shutting_down_ = false;
   bool in_request_ = false;
-  bool awaiting_identity_ = false;  // a request's header is in; the identity is not
-  bool lingering_ = false;          // the last answer is out; closing
-  bool watching_client_ = false;    // WatchForClientLeaving's wait is pending
+  bool awaiting_identity_ = false;    // a request's header is in; the identity is not
+  bool lingering_ = false;            // the last answer is out; closing
+  bool watching_client_ = false;      // WatchForClientLeaving's wait is pending
+  bool client_watch_active_ = false;  // ... and still wanted (the request is in its upstream phase)
   boost::beast::flat_buffer buffer_;
   boost::asio::steady_timer timer_;
   Phase phase_ = Phase::kNone;
@@ -160,20 +167,20 @@ class Http1Connection final : public std::enable_shared_from_this<Http1Connectio
     const Route* route = nullptr;
     std::string path, query;
     std::chrono::steady_clock::time_point started;
-    size_t first_chunk = 0;      // body bytes in request_chunk_ before the upstream is asked
-    bool counted_open = false;   // in sepal_streams_active
+    size_t first_chunk = 0;     // body bytes in request_chunk_ before the upstream is asked
+    bool counted_open = false;  // in sepal_streams_active
     bool recorded = false;
-    bool drained = false;        // DrainThenRefuse ran
+    bool drained = false;  // DrainThenRefuse ran
     bool keep_alive = true;
     bool expect_continue = false;
     bool body_done = false;      // the request body was read whole
     bool replayable = false;     // ... and fits in the first chunk (still in request_chunk_)
     uint64_t request_bytes = 0;  // body bytes from the client
     uint64_t response_bytes = 0;
-    int status = 0;              // sent to the client (0: none yet)
+    int status = 0;  // sent to the client (0: none yet)
     bool response_started = false;
     int attempts = 0;
-    std::string_view decision;   // "allow", "deny", "audit_deny", "" (never authorized)
+    std::string_view decision;  // "allow", "deny", "audit_deny", "" (never authorized)
     std::string_view reason;
     std::shared_ptr<limits::Peer> peer_call;
     limits::UpstreamBreaker* breaker_call = nullptr;

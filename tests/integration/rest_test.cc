@@ -446,6 +446,27 @@ TEST_F(RestTest, AClientLeavingWhileTheUpstreamThinksEndsTheCallAtOnce) {
   EXPECT_EQ(Metric("sepal_grpc_requests_total{listener=\"rest\",grpc_service=\"rest\","
                    "grpc_method=\"pull-messages\",grpc_code=\"CANCELLED\"}"),
             "1");
+
+  // One that sends more while it waits (the start of a pipelined request) and then leaves
+  // is seen too.
+  RestClient pipelining = ClientFrom("127.0.0.3");
+  ASSERT_TRUE(pipelining.WriteRaw(
+      "POST /api/v0/fleet/pull-messages HTTP/1.1\r\nHost: superlink\r\n"
+      "Content-Type: application/protobuf\r\nx-sleep-ms: 2500\r\nContent-Length: 0\r\n\r\n"));
+  deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (Metric(active) != "1" && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(Metric(active), "1");
+  ASSERT_TRUE(pipelining.WriteRaw("POST /api/v0/fleet/send-node-heartbeat HTTP/1.1\r\nHo"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  left = std::chrono::steady_clock::now();
+  pipelining.Close();
+  while (Metric(active) != "0" && std::chrono::steady_clock::now() < left + std::chrono::seconds(3)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(Metric(active), "0");
+  EXPECT_LT(std::chrono::steady_clock::now() - left, std::chrono::seconds(1));
 }
 
 TEST_F(RestTest, UpstreamAnswersOtherThan200AreForwarded) {
