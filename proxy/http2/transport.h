@@ -7,6 +7,7 @@
 #pragma once
 
 #include <boost/asio/generic/stream_protocol.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/write.hpp>
@@ -17,7 +18,10 @@ namespace sepal {
 
 class Transport {
  public:
-  using Socket = boost::asio::generic::stream_protocol::socket;
+  // On the io_context's own executor type, not the type-erased any_io_executor: every
+  // composed operation copies and destroys its stream's executor.
+  using Socket = boost::asio::basic_stream_socket<boost::asio::generic::stream_protocol,
+                                                  boost::asio::io_context::executor_type>;
   using TlsStream = boost::asio::ssl::stream<Socket&>;
 
   explicit Transport(Socket socket) : socket_(std::move(socket)) {}
