@@ -8,6 +8,7 @@
 #include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <algorithm>
 #include <cstring>
 #include <thread>
 
@@ -62,12 +63,10 @@ absl::StatusOr<Server::UpstreamEndpoints> ResolveUpstreams(const config::Config&
                                            upstream.address.host, ": ",
                                            ec ? ec.message() : std::string("no addresses")));
     }
-    endpoints[upstream.name] = results.begin()->endpoint();
-    if (current == nullptr) continue;
-    for (const config::UpstreamConfig& before : current->upstreams) {
-      auto kept = known.find(upstream.name);
-      if (before == upstream && kept != known.end()) endpoints[upstream.name] = kept->second;
-    }
+    auto kept = known.find(upstream.name);
+    bool unchanged = current != nullptr && kept != known.end() &&
+                     std::ranges::find(current->upstreams, upstream) != current->upstreams.end();
+    endpoints[upstream.name] = unchanged ? kept->second : results.begin()->endpoint();
   }
   return endpoints;
 }

@@ -86,6 +86,18 @@ std::string Metric(const std::string& series) {
   return out.str();
 }
 
+// Waits up to `within` for `series` to read `value` (workers count on their own thread,
+// sometimes after the client has its answer); true if it did.
+bool WaitForMetric(const std::string& series, const std::string& value,
+                   std::chrono::milliseconds within) {
+  auto deadline = std::chrono::steady_clock::now() + within;
+  while (Metric(series) != value) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
 class RestTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -427,46 +439,31 @@ TEST_F(RestTest, SlowUpstreamIs504) {
 TEST_F(RestTest, AClientLeavingWhileTheUpstreamThinksEndsTheCallAtOnce) {
   StartSepal(Yaml());
   const std::string active = "sepal_grpc_streams_active{listener=\"rest\"}";
-  RestClient client = ClientFrom("127.0.0.2");
-  ASSERT_TRUE(client.WriteRaw(
+  const std::string slow_call =
       "POST /api/v0/fleet/pull-messages HTTP/1.1\r\nHost: superlink\r\n"
-      "Content-Type: application/protobuf\r\nx-sleep-ms: 2500\r\nContent-Length: 0\r\n\r\n"));
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-  while (Metric(active) != "1" && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_EQ(Metric(active), "1");
-  auto left = std::chrono::steady_clock::now();
-  client.Close();
-  while (Metric(active) != "0" && std::chrono::steady_clock::now() < left + std::chrono::seconds(3)) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  EXPECT_EQ(Metric(active), "0");
-  EXPECT_LT(std::chrono::steady_clock::now() - left, std::chrono::seconds(1));
+      "Content-Type: application/protobuf\r\nx-sleep-ms: 2500\r\nContent-Length: 0\r\n\r\n";
+  // Sends the slow call from `ip`, then `more` while the upstream thinks, then leaves: the
+  // call must be over within 1 s of the close (the upstream answers after 2.5 s).
+  auto leave_while_upstream_thinks = [&](const std::string& ip, const std::string& more) {
+    RestClient client = ClientFrom(ip);
+    ASSERT_TRUE(client.WriteRaw(slow_call));
+    ASSERT_TRUE(WaitForMetric(active, "1", std::chrono::seconds(2)));
+    if (!more.empty()) {
+      ASSERT_TRUE(client.WriteRaw(more));
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    auto left = std::chrono::steady_clock::now();
+    client.Close();
+    EXPECT_TRUE(WaitForMetric(active, "0", std::chrono::seconds(3)));
+    EXPECT_LT(std::chrono::steady_clock::now() - left, std::chrono::seconds(1));
+  };
+  leave_while_upstream_thinks("127.0.0.2", "");
   EXPECT_EQ(Metric("sepal_grpc_requests_total{listener=\"rest\",grpc_service=\"rest\","
                    "grpc_method=\"pull-messages\",grpc_code=\"CANCELLED\"}"),
             "1");
-
   // One that sends more while it waits (the start of a pipelined request) and then leaves
   // is seen too.
-  RestClient pipelining = ClientFrom("127.0.0.3");
-  ASSERT_TRUE(pipelining.WriteRaw(
-      "POST /api/v0/fleet/pull-messages HTTP/1.1\r\nHost: superlink\r\n"
-      "Content-Type: application/protobuf\r\nx-sleep-ms: 2500\r\nContent-Length: 0\r\n\r\n"));
-  deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-  while (Metric(active) != "1" && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_EQ(Metric(active), "1");
-  ASSERT_TRUE(pipelining.WriteRaw("POST /api/v0/fleet/send-node-heartbeat HTTP/1.1\r\nHo"));
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  left = std::chrono::steady_clock::now();
-  pipelining.Close();
-  while (Metric(active) != "0" && std::chrono::steady_clock::now() < left + std::chrono::seconds(3)) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  EXPECT_EQ(Metric(active), "0");
-  EXPECT_LT(std::chrono::steady_clock::now() - left, std::chrono::seconds(1));
+  leave_while_upstream_thinks("127.0.0.3", "POST /api/v0/fleet/send-node-heartbeat HTTP/1.1\r\nHo");
 }
 
 TEST_F(RestTest, UpstreamAnswersOtherThan200AreForwarded) {
@@ -543,13 +540,9 @@ TEST_F(RestTest, TlsListenerNegotiatesHttp11AndRefusesH2Only) {
   EXPECT_EQ(negotiated, "");  // no ALPN: HTTP/1.1
   EXPECT_EQ(TlsPost(port_, ca.certificate_pem(), "h2", &negotiated, &error), 0);
   // The client has the alert before sepal's handshake handler has counted it.
-  const std::string no_alpn =
-      "sepal_tls_handshake_errors_total{listener=\"rest\",reason=\"no_alpn_h2\"}";
-  auto counted_by = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-  while (Metric(no_alpn) != "1" && std::chrono::steady_clock::now() < counted_by) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  EXPECT_EQ(Metric(no_alpn), "1");
+  EXPECT_TRUE(WaitForMetric(
+      "sepal_tls_handshake_errors_total{listener=\"rest\",reason=\"no_alpn_h2\"}", "1",
+      std::chrono::seconds(2)));
   // Cleartext HTTP/1.1 on the TLS port: a plain 400 naming https.
   RestClient plain = ClientFrom("127.0.0.2");
   RestResponse response = plain.Post("/api/v0/fleet/get-run", Protobuf(FleetRequestBody(1)));
